@@ -1,0 +1,1 @@
+"""Command-line entry point (`mase`): a thin adapter over planner/ and metareasoner/."""

@@ -1,0 +1,111 @@
+"""`mase` command line. User errors print one clear line and exit 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Sequence
+
+from tqdm import tqdm
+
+from planner.maps import load_map
+from planner.scenario import generate_scenario, plan_fleet, plan_summary
+from planner.world import MapError
+
+
+class UserError(Exception):
+    """A problem with what the user asked for, reported without a traceback."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _slack(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"slack must be a finite number >= 0, got {text}")
+    return value
+
+
+def _progress_bar(description: str, enabled: bool):
+    bar = tqdm(total=0, desc=description, unit="robot", disable=None if enabled else True, file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    world = load_map(args.map)
+    scenario = generate_scenario(world, args.robots, seed=args.seed, slack=args.slack)
+    bar, update = _progress_bar("planning", not args.no_progress)
+    try:
+        plans = plan_fleet(scenario, progress=update)
+    finally:
+        bar.close()
+    rows = plan_summary(plans)
+    if args.json:
+        out = {
+            "map": world.name,
+            "domain": world.domain,
+            "seed": args.seed,
+            "slack": args.slack,
+            "robots": [
+                {"id": r["id"], "task_value": r["task_value"],
+                 "expected_steps": r["expected_steps"] if math.isfinite(r["expected_steps"]) else None,
+                 "states": r["states"]}
+                for r in rows
+            ],
+        }
+        json.dump(out, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"map {world.name} ({world.domain}), {len(rows)} robots, seed {args.seed}, slack {args.slack}")
+        print(f"{'robot':<10} {'task value':>12} {'expected steps':>15} {'states':>8}")
+        for r in rows:
+            steps = f"{r['expected_steps']:.2f}" if math.isfinite(r["expected_steps"]) else "never"
+            print(f"{r['id']:<10} {r['task_value']:>12.3f} {steps:>15} {r['states']:>8}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mase", description="Multi-robot planning and NSE mitigation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="solve every robot's own task and report its value and expected steps")
+    plan.add_argument("--map", required=True, help="map file (.map, or an Overcooked-AI .layout)")
+    plan.add_argument("--robots", type=_positive_int, required=True, help="number of robots (>= 1)")
+    plan.add_argument("--seed", type=int, default=0, help="seed for the generated robots' starts and tasks")
+    plan.add_argument("--slack", type=_slack, default=0.0, help="task slack delta >= 0 (used when replanning)")
+    plan.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    plan.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    plan.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (MapError, UserError, ValueError) as exc:
+        print(f"mase: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mase: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,244 @@
+"""Tabular MDPs with sparse transitions, and their construction from a factored problem.
+
+The planner never imports a domain: it consumes any object that satisfies
+`planner.problem.RobotProblem` and enumerates the states reachable from its start
+with a layered, vectorised breadth-first search (one numpy batch per BFS layer and
+action, never a Python loop over states).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from .problem import Feature, RobotProblem
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(eq=False)
+class TabularMDP:
+    """A finite discounted MDP.
+
+    `transitions` is one (S*A) x S CSR matrix whose row `s*A + a` is T(. | s, a): a
+    single sparse product gives every Q-value at once. Terminal states are absorbing
+    with zero reward.
+    """
+
+    transitions: sp.csr_matrix
+    rewards: np.ndarray  # (S, A) task reward R^T(s, a)
+    discount: float
+    terminal: np.ndarray  # (S,) bool
+    start: int = 0
+    states: np.ndarray | None = None  # (S, F) int feature vectors, when built from a problem
+    features: tuple[Feature, ...] = ()
+    actions: tuple[str, ...] = ()
+    _keys: np.ndarray | None = field(default=None, repr=False)  # sorted state keys
+    _key_order: np.ndarray | None = field(default=None, repr=False)
+    _radix: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.discount < 1.0:
+            raise ValueError(f"discount must be in (0, 1), got {self.discount}")
+        n_states, n_actions = self.rewards.shape
+        if self.transitions.shape != (n_states * n_actions, n_states):
+            raise ValueError(
+                f"transitions shape {self.transitions.shape} does not match "
+                f"{n_states} states x {n_actions} actions"
+            )
+        if not self.actions:
+            self.actions = tuple(f"a{i}" for i in range(n_actions))
+
+    @property
+    def n_states(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        return self.rewards.shape[1]
+
+    @classmethod
+    def from_matrices(
+        cls,
+        transitions: Sequence[np.ndarray | sp.spmatrix],
+        rewards: np.ndarray,
+        discount: float,
+        terminal: np.ndarray | None = None,
+        start: int = 0,
+    ) -> "TabularMDP":
+        """From per-action S x S matrices (dense or sparse) and an (S, A) reward."""
+        mats = [sp.csr_matrix(m, dtype=float) for m in transitions]
+        n_actions = len(mats)
+        n_states = mats[0].shape[0]
+        rewards = np.asarray(rewards, dtype=float)
+        if rewards.shape != (n_states, n_actions):
+            raise ValueError(f"rewards must have shape {(n_states, n_actions)}, got {rewards.shape}")
+        # interleave rows: stacked row s*A + a is action a's row s
+        stacked = sp.vstack(mats, format="csr")
+        order = (np.arange(n_actions)[None, :] * n_states + np.arange(n_states)[:, None]).ravel()
+        stacked = stacked[order]
+        term = np.zeros(n_states, bool) if terminal is None else np.asarray(terminal, bool)
+        return cls(stacked, rewards, float(discount), term, start)
+
+    def action_matrix(self, action: int) -> sp.csr_matrix:
+        """T(. | ., a) as an S x S matrix."""
+        return self.transitions[action :: self.n_actions]
+
+    def policy_matrix(self, policy: np.ndarray) -> sp.csr_matrix:
+        """T(. | s, policy(s)) as an S x S matrix."""
+        policy = np.asarray(policy)
+        return self.transitions[np.arange(self.n_states) * self.n_actions + policy]
+
+    # ---- state lookup (MDPs built from a problem) ----
+    def feature_index(self, name: str) -> int:
+        for i, f in enumerate(self.features):
+            if f.name == name:
+                return i
+        raise KeyError(f"no feature named {name!r}; features: {[f.name for f in self.features]}")
+
+    def encode(self, rows: np.ndarray) -> np.ndarray:
+        if self._radix is None:
+            raise ValueError("this MDP was not built from a factored problem")
+        return _encode(np.atleast_2d(rows), self._radix)
+
+    def index_of(self, rows: np.ndarray) -> np.ndarray:
+        """State indices of feature rows; -1 where a row is not a reachable state."""
+        keys = self.encode(rows)
+        pos = np.searchsorted(self._keys, keys)
+        pos = np.minimum(pos, len(self._keys) - 1)
+        found = self._keys[pos] == keys
+        return np.where(found, self._key_order[pos], -1)
+
+
+def _radix_of(features: Sequence[Feature]) -> np.ndarray:
+    sizes = np.array([len(f.values) for f in features], dtype=np.int64)
+    if np.any(sizes < 1):
+        raise ValueError("every feature needs at least one value")
+    if np.sum(np.log2(sizes.astype(float))) >= 62:
+        raise ValueError("the factored state space is too large to index with 64-bit keys")
+    return sizes
+
+
+def _encode(rows: np.ndarray, radix: np.ndarray) -> np.ndarray:
+    # mixed-radix key: row . strides, strides[i] = prod(radix[i+1:])
+    strides = np.ones_like(radix)
+    strides[:-1] = np.cumprod(radix[::-1])[::-1][1:]
+    return rows.astype(np.int64) @ strides
+
+
+def build_mdp(
+    problem: RobotProblem,
+    max_states: int = 20_000_000,
+    progress: ProgressCallback | None = None,
+) -> TabularMDP:
+    """Enumerate the states reachable from the problem's start and build its sparse MDP."""
+    features = tuple(problem.features)
+    radix = _radix_of(features)
+    actions = tuple(problem.actions)
+    n_actions = len(actions)
+
+    start = np.asarray(problem.start_state(), dtype=np.int64).reshape(1, -1)
+    _check_rows(start, radix, "start state")
+    rows_by_layer = [start]
+    keys_sorted = _encode(start, radix)  # sorted keys of every state found so far
+    n_found = 1
+    frontier = start
+    edges_src: list[np.ndarray] = []  # BFS index of the source state (within all states)
+    edges_act: list[np.ndarray] = []
+    edges_dst: list[np.ndarray] = []  # key of the destination state
+    edges_p: list[np.ndarray] = []
+    frontier_offset = 0
+    while len(frontier):
+        src_index = frontier_offset + np.arange(len(frontier))
+        live = ~np.asarray(problem.is_terminal(frontier), bool)
+        live_rows, live_index = frontier[live], src_index[live]
+        layer_new: list[np.ndarray] = []
+        if len(live_rows):
+            for a in range(n_actions):
+                for nxt, p in problem.transition_outcomes(live_rows, a):
+                    nxt = np.asarray(nxt, dtype=np.int64)
+                    p = np.broadcast_to(np.asarray(p, dtype=float), (len(live_rows),))
+                    keep = p > 0
+                    _check_rows(nxt[keep], radix, f"successor under action {actions[a]!r}")
+                    k = _encode(nxt[keep], radix)
+                    edges_src.append(live_index[keep])
+                    edges_act.append(np.full(int(keep.sum()), a, dtype=np.int64))
+                    edges_dst.append(k)
+                    edges_p.append(p[keep])
+                    layer_new.append(nxt[keep])
+        frontier_offset += len(frontier)
+        if not layer_new:
+            break
+        cand = np.concatenate(layer_new)
+        cand_keys = _encode(cand, radix)
+        cand_keys, first = np.unique(cand_keys, return_index=True)
+        cand = cand[first]
+        pos = np.searchsorted(keys_sorted, cand_keys)
+        seen = (pos < len(keys_sorted)) & (keys_sorted[np.minimum(pos, len(keys_sorted) - 1)] == cand_keys)
+        frontier = cand[~seen]
+        if len(frontier):
+            rows_by_layer.append(frontier)
+            keys_sorted = np.union1d(keys_sorted, cand_keys[~seen])
+            n_found += len(frontier)
+            if n_found > max_states:
+                raise ValueError(f"more than {max_states} reachable states; raise max_states or shrink the task")
+        if progress is not None:
+            progress(n_found, 0)
+
+    states = np.concatenate(rows_by_layer)
+    n_states = len(states)
+    all_keys = _encode(states, radix)
+    key_order = np.argsort(all_keys)
+    keys_sorted = all_keys[key_order]
+
+    terminal = np.asarray(problem.is_terminal(states), bool)
+    src = np.concatenate(edges_src) if edges_src else np.zeros(0, np.int64)
+    act = np.concatenate(edges_act) if edges_act else np.zeros(0, np.int64)
+    dst_keys = np.concatenate(edges_dst) if edges_dst else np.zeros(0, np.int64)
+    prob = np.concatenate(edges_p) if edges_p else np.zeros(0)
+    dst = key_order[np.searchsorted(keys_sorted, dst_keys)]
+    # terminal states: absorbing self-loops under every action
+    term_idx = np.flatnonzero(terminal)
+    t_src = np.repeat(term_idx, n_actions)
+    t_act = np.tile(np.arange(n_actions), len(term_idx))
+    rows = np.concatenate([src * n_actions + act, t_src * n_actions + t_act])
+    cols = np.concatenate([dst, t_src])
+    data = np.concatenate([prob, np.ones(len(t_src))])
+    transitions = sp.csr_matrix((data, (rows, cols)), shape=(n_states * n_actions, n_states))
+    transitions.sum_duplicates()
+    row_sums = np.asarray(transitions.sum(axis=1)).ravel()
+    bad = np.flatnonzero(np.abs(row_sums - 1.0) > 1e-9)
+    if len(bad):
+        s, a = divmod(int(bad[0]), n_actions)
+        raise ValueError(
+            f"transition probabilities of state {states[s].tolist()} under {actions[a]!r} "
+            f"sum to {row_sums[bad[0]]:.6g}, not 1"
+        )
+
+    rewards = np.empty((n_states, n_actions))
+    for a in range(n_actions):
+        rewards[:, a] = problem.task_reward(states, a)
+    rewards[terminal] = 0.0
+    if progress is not None:
+        progress(n_states, n_states)
+    return TabularMDP(
+        transitions=transitions,
+        rewards=rewards,
+        discount=float(problem.discount),
+        terminal=terminal,
+        start=0,
+        states=states,
+        features=features,
+        actions=actions,
+        _keys=keys_sorted,
+        _key_order=key_order,
+        _radix=radix,
+    )
+
+
+def _check_rows(rows: np.ndarray, radix: np.ndarray, what: str) -> None:
+    if rows.size and (np.any(rows < 0) or np.any(rows >= radix[None, :])):
+        bad = np.flatnonzero(np.any((rows < 0) | (rows >= radix[None, :]), axis=1))[0]
+        raise ValueError(f"{what} {rows[bad].tolist()} has a feature outside its value range {radix.tolist()}")

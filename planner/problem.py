@@ -1,0 +1,78 @@
+"""The one small interface between a domain and the planner.
+
+A domain turns a map and a robot's task into a `RobotProblem`: factored integer
+states, named actions, a vectorised transition model and a task reward. The planner
+(`planner.mdp.build_mdp` and `planner.solvers`) only ever sees this interface.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+FeatureKind = Literal["local", "static_global", "dynamic_global"]
+FEATURE_KINDS: tuple[str, ...] = ("local", "static_global", "dynamic_global")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One column of a factored state.
+
+    `values` labels each integer value. For a dynamic global feature, value 0 is the
+    null value (carries nothing) and never counts towards an NSE.
+    """
+
+    name: str
+    kind: FeatureKind
+    values: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"feature {self.name!r}: kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
+        if not self.values:
+            raise ValueError(f"feature {self.name!r} has no values")
+
+    def index(self, label: str) -> int:
+        try:
+            return self.values.index(label)
+        except ValueError:
+            raise KeyError(f"feature {self.name!r} has no value {label!r}; values: {list(self.values)}") from None
+
+
+Outcome = tuple[np.ndarray, np.ndarray]  # (next states (B, F), probabilities (B,))
+
+
+class RobotProblem(ABC):
+    """A single robot's task as a factored MDP (transition and reward independent)."""
+
+    features: tuple[Feature, ...]
+    actions: tuple[str, ...]
+    discount: float
+
+    @abstractmethod
+    def start_state(self) -> np.ndarray:
+        """The start state as a (F,) integer vector."""
+
+    @abstractmethod
+    def transition_outcomes(self, states: np.ndarray, action: int) -> Sequence[Outcome]:
+        """Every possible outcome of `action` in each of the (B, F) `states`.
+
+        Returns a list of (next_states, probabilities) pairs; for each state the
+        probabilities over the list sum to 1. Called only for non-terminal states.
+        """
+
+    @abstractmethod
+    def task_reward(self, states: np.ndarray, action: int) -> np.ndarray:
+        """R^T(s, a) for each of the (B, F) `states`, shape (B,)."""
+
+    @abstractmethod
+    def is_terminal(self, states: np.ndarray) -> np.ndarray:
+        """(B,) bool: the task is complete."""
+
+    def feature_index(self, name: str) -> int:
+        for i, f in enumerate(self.features):
+            if f.name == name:
+                return i
+        raise KeyError(f"no feature named {name!r}")

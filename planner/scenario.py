@@ -1,0 +1,122 @@
+"""Scenarios (N robots with tasks on a map) and planning a whole fleet.
+
+Robots whose map and task are the same (start, items, kind) share one solved MDP.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .mdp import TabularMDP, build_mdp
+from .problem import RobotProblem
+from .solvers import DEFAULT_TOLERANCE, ValueResult, expected_steps, value_iteration
+from .world import Task, World
+
+MAX_ROBOTS = 100_000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    world: World
+    tasks: tuple[Task, ...]
+    slack: float = 0.0
+
+    @property
+    def n_robots(self) -> int:
+        return len(self.tasks)
+
+
+def generate_scenario(world: World, n_robots: int, seed: int = 0, slack: float = 0.0) -> Scenario:
+    """The map's own robots first, then seeded random robots up to `n_robots`."""
+    from .domains import get_domain
+
+    if isinstance(n_robots, bool) or not isinstance(n_robots, (int, np.integer)):
+        raise ValueError(f"the number of robots must be an integer, got {n_robots!r}")
+    if n_robots < 1:
+        raise ValueError(f"the number of robots must be at least 1, got {n_robots}")
+    if n_robots > MAX_ROBOTS:
+        raise ValueError(f"at most {MAX_ROBOTS} robots, got {n_robots}")
+    if slack < 0 or not np.isfinite(slack):
+        raise ValueError(f"slack must be a finite number >= 0, got {slack}")
+    domain = get_domain(world.domain)
+    rng = np.random.default_rng(seed)
+    tasks = list(world.robots[:n_robots])
+    used = {t.robot_id for t in tasks}
+    number = 0
+    while len(tasks) < n_robots:
+        robot_id = f"r{number}"
+        number += 1
+        if robot_id in used:
+            continue
+        start = world.starts[int(rng.integers(len(world.starts)))]
+        tasks.append(domain.random_task(world, robot_id, start, rng))
+    return Scenario(world, tuple(tasks), float(slack))
+
+
+def task_key(task: Task) -> tuple:
+    """Robots with equal keys (on one map) have identical MDPs."""
+    return (task.start, task.kind, task.items, task.option, task.count)
+
+
+@dataclass
+class RobotPlan:
+    """A robot's solved task: its MDP (shared with identical robots) and optimal policy."""
+
+    task: Task
+    problem: RobotProblem
+    mdp: TabularMDP
+    task_solution: ValueResult
+    policy: np.ndarray
+
+    @property
+    def task_value(self) -> float:
+        return float(self.task_solution.values[self.mdp.start])
+
+
+def plan_fleet(
+    scenario: Scenario,
+    tolerance: float = DEFAULT_TOLERANCE,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[RobotPlan]:
+    """Build and solve every robot's MDP for its task alone (the naive policies)."""
+    from .domains import get_domain
+
+    domain = get_domain(scenario.world.domain)
+    solved: dict[tuple, tuple[RobotProblem, TabularMDP, ValueResult]] = {}
+    plans = []
+    total = len(scenario.tasks)
+    for done, task in enumerate(scenario.tasks, start=1):
+        key = task_key(task)
+        if key not in solved:
+            problem = domain.make_problem(scenario.world, task)
+            mdp = build_mdp(problem)
+            solved[key] = (problem, mdp, value_iteration(mdp, tolerance=tolerance))
+        problem, mdp, result = solved[key]
+        plans.append(RobotPlan(task, problem, mdp, result, result.policy))
+        if progress is not None:
+            progress(done, total)
+    return plans
+
+
+def plan_summary(plans: Iterable[RobotPlan]) -> list[dict]:
+    """Per robot: task value from its start and expected steps to finish."""
+    cache: dict[int, np.ndarray] = {}
+    rows = []
+    for plan in plans:
+        key = id(plan.mdp)
+        if key not in cache:
+            cache[key] = expected_steps(plan.mdp, plan.policy)
+        steps = float(cache[key][plan.mdp.start])
+        rows.append({
+            "id": plan.task.robot_id,
+            "task_value": plan.task_value,
+            "expected_steps": steps,
+            "states": plan.mdp.n_states,
+        })
+    return rows
+
+
+def with_tasks(scenario: Scenario, tasks: Iterable[Task]) -> Scenario:
+    return replace(scenario, tasks=tuple(tasks))

@@ -1,0 +1,215 @@
+"""Solvers over `TabularMDP`: value iteration, lexicographic value iteration (LVI),
+policy evaluation, expected steps to finish, forward state distributions and
+seeded simulation. Every step is a sparse matrix product over all states at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from .mdp import TabularMDP
+
+#: Default bound on |V - V*| at which value iteration stops.
+DEFAULT_TOLERANCE = 1e-8
+#: Two Q-values closer than this are treated as tied.
+DEFAULT_TIE_TOLERANCE = 1e-9
+
+
+@dataclass
+class ValueResult:
+    """Outcome of value iteration over (possibly restricted) actions."""
+
+    values: np.ndarray  # (S,)
+    q_values: np.ndarray  # (S, A); -inf for actions that were not allowed
+    policy: np.ndarray  # (S,) greedy action
+    iterations: int
+    residual: float
+
+
+@dataclass
+class LexicographicResult:
+    """Outcome of LVI: the task objective, the restricted action sets, and the secondary objective."""
+
+    task: ValueResult  # o1 (task reward)
+    allowed: np.ndarray  # (S, A) bool: A1(s), the actions within slack
+    secondary: ValueResult  # o2 over A1 only
+    policy: np.ndarray  # (S,) the lexicographic policy
+    slack: float
+
+
+def _as_state_action_reward(mdp: TabularMDP, reward: np.ndarray | None) -> np.ndarray:
+    if reward is None:
+        return mdp.rewards
+    reward = np.asarray(reward, dtype=float)
+    if reward.ndim == 1:
+        if reward.shape != (mdp.n_states,):
+            raise ValueError(f"a state reward needs shape ({mdp.n_states},), got {reward.shape}")
+        reward = np.repeat(reward[:, None], mdp.n_actions, axis=1)
+    if reward.shape != (mdp.n_states, mdp.n_actions):
+        raise ValueError(f"reward needs shape {(mdp.n_states, mdp.n_actions)}, got {reward.shape}")
+    reward = reward.copy()
+    reward[mdp.terminal] = 0.0  # terminal states are absorbing with zero reward
+    return reward
+
+
+def bellman_q(mdp: TabularMDP, reward: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Q(s, a) = R(s, a) + gamma * sum_s' T(s' | s, a) V(s'), for all s, a at once."""
+    return reward + mdp.discount * (mdp.transitions @ values).reshape(mdp.n_states, mdp.n_actions)
+
+
+def value_iteration(
+    mdp: TabularMDP,
+    reward: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_iterations: int = 1_000_000,
+    initial_values: np.ndarray | None = None,
+) -> ValueResult:
+    """Value iteration, maximising `reward` (default: the task reward) over `allowed` actions.
+
+    Stops when the Bellman residual guarantees |V - V*| <= tolerance, i.e. when
+    ||V_{k+1} - V_k|| <= tolerance * (1 - gamma) / gamma.
+    """
+    r = _as_state_action_reward(mdp, reward)
+    if allowed is not None:
+        allowed = np.asarray(allowed, bool)
+        if allowed.shape != r.shape:
+            raise ValueError(f"allowed needs shape {r.shape}, got {allowed.shape}")
+        if not allowed.any(axis=1).all():
+            raise ValueError("every state needs at least one allowed action")
+        r = np.where(allowed, r, -np.inf)
+    gamma = mdp.discount
+    threshold = tolerance * (1.0 - gamma) / gamma
+    v = np.zeros(mdp.n_states) if initial_values is None else np.asarray(initial_values, float).copy()
+    residual = np.inf
+    iterations = 0
+    while iterations < max_iterations:
+        q = bellman_q(mdp, r, v)
+        v_new = q.max(axis=1)
+        residual = float(np.max(np.abs(v_new - v))) if len(v) else 0.0
+        v = v_new
+        iterations += 1
+        if residual <= threshold:
+            break
+    q = bellman_q(mdp, r, v)
+    v = q.max(axis=1)
+    return ValueResult(v, q, np.argmax(q, axis=1), iterations, residual)
+
+
+def lexicographic_value_iteration(
+    mdp: TabularMDP,
+    secondary_reward: np.ndarray,
+    slack: float = 0.0,
+    task_reward: np.ndarray | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    task_result: ValueResult | None = None,
+) -> LexicographicResult:
+    """LVI (Wray et al. 2015) with two objectives: the task first, then `secondary_reward`.
+
+    The per-state slack eta = (1 - gamma) * slack keeps the lexicographic policy's task
+    value within `slack` of the optimum at every state. `secondary_reward` is (S,) or
+    (S, A); for NSE mitigation it is minus the robot's local penalty. Ties in the
+    secondary objective are broken by the task Q-values. Pass `task_result` to reuse
+    an already solved task objective.
+    """
+    if slack < 0:
+        raise ValueError(f"slack must be >= 0, got {slack}")
+    task = task_result if task_result is not None else value_iteration(mdp, task_reward, tolerance=tolerance)
+    eta = (1.0 - mdp.discount) * slack
+    allowed = (task.values[:, None] - task.q_values) <= eta + tie_tolerance
+    secondary = value_iteration(mdp, secondary_reward, allowed=allowed, tolerance=tolerance)
+    best2 = secondary.q_values.max(axis=1, keepdims=True)
+    near_best = secondary.q_values >= best2 - max(tie_tolerance, tolerance)
+    policy = np.argmax(np.where(near_best, task.q_values, -np.inf), axis=1)
+    return LexicographicResult(task, allowed, secondary, policy, float(slack))
+
+
+def policy_evaluation(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray | None = None) -> np.ndarray:
+    """Exact V^pi for `reward` (default: task reward): solves (I - gamma P_pi) V = r_pi."""
+    r = _as_state_action_reward(mdp, reward)
+    policy = np.asarray(policy)
+    p_pi = mdp.policy_matrix(policy)
+    r_pi = r[np.arange(mdp.n_states), policy]
+    system = sp.identity(mdp.n_states, format="csc") - mdp.discount * p_pi.tocsc()
+    return np.atleast_1d(spla.spsolve(system, r_pi))
+
+
+def _reaches(p_pi: sp.csr_matrix, targets: np.ndarray) -> np.ndarray:
+    """States with a positive-probability path into `targets` (vectorised fixed point)."""
+    reach = targets.copy()
+    while True:
+        grown = reach | ((p_pi @ reach.astype(float)) > 0)
+        if np.array_equal(grown, reach):
+            return reach
+        reach = grown
+
+
+def finishes_surely(mdp: TabularMDP, policy: np.ndarray) -> np.ndarray:
+    """(S,) bool: from this state the policy reaches a terminal state with probability 1."""
+    p_pi = mdp.policy_matrix(policy)
+    can_finish = _reaches(p_pi, mdp.terminal)
+    return ~_reaches(p_pi, ~can_finish)
+
+
+def expected_steps(mdp: TabularMDP, policy: np.ndarray) -> np.ndarray:
+    """Expected number of steps to reach a terminal state; inf where that is not certain."""
+    sure = finishes_surely(mdp, policy)
+    steps = np.full(mdp.n_states, np.inf)
+    steps[mdp.terminal] = 0.0
+    transient = np.flatnonzero(sure & ~mdp.terminal)
+    if len(transient):
+        p_pi = mdp.policy_matrix(policy)[transient][:, transient]
+        system = sp.identity(len(transient), format="csc") - p_pi.tocsc()
+        steps[transient] = np.atleast_1d(spla.spsolve(system, np.ones(len(transient))))
+    return steps
+
+
+def state_distributions(
+    mdp: TabularMDP, policy: np.ndarray, horizon: int, start: int | None = None
+) -> np.ndarray:
+    """(horizon + 1, S): the probability of each state at t = 0..horizon."""
+    if horizon < 0:
+        raise ValueError("horizon must be >= 0")
+    p_t = mdp.policy_matrix(policy).T.tocsr()
+    dist = np.zeros((horizon + 1, mdp.n_states))
+    dist[0, mdp.start if start is None else start] = 1.0
+    for t in range(horizon):
+        dist[t + 1] = p_t @ dist[t]
+    return dist
+
+
+@dataclass
+class Trajectories:
+    states: np.ndarray  # (episodes, horizon + 1) state indices
+    actions: np.ndarray  # (episodes, horizon) action indices
+
+
+def simulate(
+    mdp: TabularMDP,
+    policy: np.ndarray,
+    horizon: int,
+    episodes: int = 1,
+    seed: int | np.random.Generator | None = None,
+    start: int | None = None,
+) -> Trajectories:
+    """Seeded rollouts of `policy`, all episodes advanced together one step at a time."""
+    rng = np.random.default_rng(seed)
+    p_pi = mdp.policy_matrix(policy)
+    indptr, indices = p_pi.indptr, p_pi.indices
+    cum = np.cumsum(p_pi.data)
+    states = np.empty((episodes, horizon + 1), dtype=np.int64)
+    states[:, 0] = mdp.start if start is None else start
+    actions = np.empty((episodes, horizon), dtype=np.int64)
+    for t in range(horizon):
+        s = states[:, t]
+        actions[:, t] = policy[s]
+        lo, hi = indptr[s], indptr[s + 1]
+        base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
+        target = base + rng.random(episodes) * (cum[hi - 1] - base)
+        pos = np.clip(np.searchsorted(cum, target, side="right"), lo, hi - 1)
+        states[:, t + 1] = indices[pos]
+    return Trajectories(states, actions)
