@@ -68,18 +68,26 @@ class TabularMDP:
         terminal: np.ndarray | None = None,
         start: int = 0,
     ) -> "TabularMDP":
-        """From per-action S x S matrices (dense or sparse) and an (S, A) reward."""
-        mats = [sp.csr_matrix(m, dtype=float) for m in transitions]
+        """From per-action S x S matrices (dense or sparse) and an (S, A) reward.
+
+        Terminal states are made absorbing with zero reward, whatever the matrices say.
+        """
+        mats = [sp.lil_matrix(m, dtype=float) for m in transitions]
         n_actions = len(mats)
         n_states = mats[0].shape[0]
         rewards = np.asarray(rewards, dtype=float)
         if rewards.shape != (n_states, n_actions):
             raise ValueError(f"rewards must have shape {(n_states, n_actions)}, got {rewards.shape}")
+        term = np.zeros(n_states, bool) if terminal is None else np.asarray(terminal, bool)
+        rewards = rewards.copy()
+        rewards[term] = 0.0
+        for m in mats:
+            for s in np.flatnonzero(term):
+                m.rows[s], m.data[s] = [int(s)], [1.0]
         # interleave rows: stacked row s*A + a is action a's row s
         stacked = sp.vstack(mats, format="csr")
         order = (np.arange(n_actions)[None, :] * n_states + np.arange(n_states)[:, None]).ravel()
         stacked = stacked[order]
-        term = np.zeros(n_states, bool) if terminal is None else np.asarray(terminal, bool)
         return cls(stacked, rewards, float(discount), term, start)
 
     def action_matrix(self, action: int) -> sp.csr_matrix:

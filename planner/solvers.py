@@ -42,7 +42,7 @@ class LexicographicResult:
 
 def _as_state_action_reward(mdp: TabularMDP, reward: np.ndarray | None) -> np.ndarray:
     if reward is None:
-        return mdp.rewards
+        reward = mdp.rewards
     reward = np.asarray(reward, dtype=float)
     if reward.ndim == 1:
         if reward.shape != (mdp.n_states,):
