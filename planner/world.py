@@ -116,6 +116,10 @@ class World:
     def horizon(self) -> int:
         return int(self.params["horizon"])
 
+    def symbol(self, cell: Cell) -> str:
+        """The grid symbol at (x, y), as a plain str."""
+        return str(self.grid[cell[1], cell[0]])
+
     def cells_of(self, symbols: str) -> list[Cell]:
         """Cells holding any of `symbols`, in reading order."""
         ys, xs = np.nonzero(np.isin(self.grid, list(symbols)))

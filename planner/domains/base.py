@@ -137,7 +137,7 @@ def check_cell(world: World, cell: Cell, token: Token, what: str, walkable: bool
         raise MapError(world.source, f"{what} {x},{y} is off the grid ({world.width} wide, {world.height} high)",
                        token.line, token.column)
     if walkable and not world.passable[y, x]:
-        raise MapError(world.source, f"{what} {x},{y} is on {world.grid[y, x]!r}, which a robot cannot stand on",
+        raise MapError(world.source, f"{what} {x},{y} is on {world.symbol(cell)!r}, which a robot cannot stand on",
                        token.line, token.column)
 
 

@@ -109,7 +109,7 @@ class SalpDomain(Domain):
             check_cell(world, cell, token, "sample site")
             matches = [i for i, it in enumerate(world.items) if it.cell == cell]
             if not matches:
-                raise MapError(world.source, f"{cell[0]},{cell[1]} is {world.grid[cell[1], cell[0]]!r}, "
+                raise MapError(world.source, f"{cell[0]},{cell[1]} is {world.symbol(cell)!r}, "
                                              "not a sample site ('a' or 'b')", token.line, token.column)
             if matches[0] in items:
                 raise MapError(world.source, f"sample site {token.text} is listed twice", token.line, token.column)
