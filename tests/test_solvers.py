@@ -18,8 +18,8 @@ from planner.solvers import (
     value_iteration,
 )
 
-mdptoolbox_mdp = pytest.importorskip("hiive.mdptoolbox.mdp", reason="mdptoolbox-hiive is a dev dependency")
-import hiive.mdptoolbox.example as mdptoolbox_example  # noqa: E402
+import hiive.mdptoolbox.example as mdptoolbox_example  # mdptoolbox-hiive, a dev dependency: the reference
+import hiive.mdptoolbox.mdp as mdptoolbox_mdp
 
 
 def random_sparse_mdp(rng: np.random.Generator, n_states: int, n_actions: int, density: float = 0.3):

@@ -1,0 +1,86 @@
+"""build_mdp on a hand-made problem whose MDP is known in closed form (no domain involved)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.mdp import build_mdp
+from planner.problem import Feature, RobotProblem
+from planner.solvers import expected_steps, value_iteration
+
+
+class LineProblem(RobotProblem):
+    """Walk right along cells 0..L-1 to the last; 'right' fails with probability q.
+    A second feature 'parity' flips on every successful move; cell L-1 is terminal."""
+
+    actions = ("right", "stay")
+
+    def __init__(self, length: int, q: float, start: int = 0) -> None:
+        self.length, self.q, self.start = length, q, start
+        self.discount = 0.9
+        self.features = (Feature("cell", "local", tuple(map(str, range(length)))),
+                         Feature("parity", "local", ("even", "odd")))
+
+    def start_state(self):
+        return np.array([self.start, 0])
+
+    def transition_outcomes(self, states, action):
+        if action == 1:
+            return [(states.copy(), np.ones(len(states)))]
+        moved = states.copy()
+        moved[:, 0] += 1
+        moved[:, 1] ^= 1
+        return [(moved, np.full(len(states), 1 - self.q)), (states.copy(), np.full(len(states), self.q))]
+
+    def task_reward(self, states, action):
+        return -np.ones(len(states))
+
+    def is_terminal(self, states):
+        return states[:, 0] == self.length - 1
+
+
+def test_reachable_states_transitions_and_values_in_closed_form():
+    L, q = 6, 0.2
+    mdp = build_mdp(LineProblem(L, q, start=2))
+    # only cells 2..5 are reachable, each with one parity
+    assert mdp.n_states == 4 and mdp.start == 0
+    assert sorted(mdp.states[:, 0].tolist()) == [2, 3, 4, 5]
+    np.testing.assert_array_equal(mdp.states[:, 1], mdp.states[:, 0] % 2)
+    np.testing.assert_allclose(mdp.transitions.sum(axis=1).A.ravel(), 1.0)
+    right = mdp.action_matrix(0).toarray()
+    i3 = mdp.index_of(np.array([3, 1]))[0]
+    i4 = mdp.index_of(np.array([4, 0]))[0]
+    assert right[i3, i4] == pytest.approx(1 - q) and right[i3, i3] == pytest.approx(q)
+    assert mdp.index_of(np.array([[3, 0], [0, 0]])).tolist() == [-1, -1]  # unreachable rows
+    terminal = mdp.index_of(np.array([5, 1]))[0]
+    assert mdp.terminal[terminal] and mdp.terminal.sum() == 1
+    assert right[terminal, terminal] == 1 and np.all(mdp.rewards[terminal] == 0)
+    solution = value_iteration(mdp, tolerance=1e-12)
+    # V(d cells to go) solves V_d = -1 + 0.9 ((1-q) V_{d-1} + q V_d)
+    v = [0.0]
+    for _ in range(3):
+        v.append((-1 + 0.9 * (1 - q) * v[-1]) / (1 - 0.9 * q))
+    for cell, expected in zip((5, 4, 3, 2), v):
+        idx = mdp.index_of(np.array([cell, cell % 2]))[0]
+        assert solution.values[idx] == pytest.approx(expected, abs=1e-9)
+    steps = expected_steps(mdp, solution.policy)
+    assert steps[mdp.start] == pytest.approx(3 / (1 - q))
+
+
+def test_bad_problems_are_reported():
+    class Broken(LineProblem):
+        def transition_outcomes(self, states, action):
+            out = super().transition_outcomes(states, action)
+            return out[:1]  # probabilities no longer sum to 1
+
+    with pytest.raises(ValueError, match="sum to 0.8"):
+        build_mdp(Broken(4, 0.2))
+
+    class OffRange(LineProblem):
+        def is_terminal(self, states):
+            return np.zeros(len(states), bool)  # walks off the end of the 'cell' feature
+
+    with pytest.raises(ValueError, match="outside its value range"):
+        build_mdp(OffRange(4, 0.0))
+    with pytest.raises(ValueError, match="more than 2 reachable states"):
+        build_mdp(LineProblem(6, 0.2), max_states=2)
