@@ -386,7 +386,10 @@ def test_process_task_other_errors(tmp_path):
     assert_map_error(tmp_path, GOOD.replace("process 3,1", "collect 3,1"), 13, 8, ["unknown task kind"])
 
 
-@pytest.mark.parametrize("old, new, what", [("#0.s.K#", "#0.s..#", "counter"), ("#0.s.K#\n#..S..#", "#0...K#\n#.....#", "shelf")])
+@pytest.mark.parametrize("old, new, what", [
+    ("#0.s.K#", "#0.s..#", "counter"),
+    ("#0.s.K#\n#..S..#", "#0...K#\n#.....#", "shelf"),
+])
 def test_missing_fixtures(tmp_path, old, new, what):
     text = GOOD.replace(old, new).replace("\n[robots]\nw1 1,1 process 3,1\n", "\n")
     path = write(tmp_path, text)
