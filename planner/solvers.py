@@ -128,6 +128,39 @@ def lexicographic_value_iteration(
     return LexicographicResult(task, allowed, secondary, policy, float(slack))
 
 
+def lexicographic_policy_that_finishes(
+    mdp: TabularMDP,
+    secondary_reward: np.ndarray,
+    slack: float,
+    task_result: ValueResult | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    bisection_steps: int = 12,
+) -> LexicographicResult:
+    """LVI whose policy is sure to finish the task from the start.
+
+    With discounting, never finishing costs only a bounded amount, so a generous slack can
+    admit a policy that stalls where the secondary penalty is zero (the slack guarantee
+    still holds). Robots must complete their tasks: when the policy for `slack` does not
+    finish with probability 1 from the start, the slack is bisected down to the largest
+    tried value whose policy does (slack 0 keeps only task-optimal actions, which finish
+    whenever finishing is possible). The result's `slack` says which slack was used.
+    """
+    task = task_result if task_result is not None else value_iteration(mdp, tolerance=tolerance)
+    result = lexicographic_value_iteration(mdp, secondary_reward, slack, task_result=task, tolerance=tolerance)
+    if finishes_surely(mdp, result.policy)[mdp.start]:
+        return result
+    low, high = 0.0, float(slack)
+    best = lexicographic_value_iteration(mdp, secondary_reward, 0.0, task_result=task, tolerance=tolerance)
+    for _ in range(bisection_steps):
+        mid = (low + high) / 2
+        trial = lexicographic_value_iteration(mdp, secondary_reward, mid, task_result=task, tolerance=tolerance)
+        if finishes_surely(mdp, trial.policy)[mdp.start]:
+            best, low = trial, mid
+        else:
+            high = mid
+    return best
+
+
 def policy_evaluation(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray | None = None) -> np.ndarray:
     """Exact V^pi for `reward` (default: task reward): solves (I - gamma P_pi) V = r_pi."""
     r = _as_state_action_reward(mdp, reward)

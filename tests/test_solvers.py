@@ -11,6 +11,7 @@ from planner.mdp import TabularMDP
 from planner.solvers import (
     expected_steps,
     finishes_surely,
+    lexicographic_policy_that_finishes,
     lexicographic_value_iteration,
     policy_evaluation,
     simulate,
@@ -176,3 +177,19 @@ def test_value_iteration_rejects_bad_shapes():
         lexicographic_value_iteration(mdp, np.zeros(4), slack=-1)
     with pytest.raises(ValueError, match="discount"):
         TabularMDP.from_matrices(mats, rewards, 1.0)
+
+
+def test_generous_slack_can_stall_but_the_finishing_variant_does_not():
+    # state 0 -> 1 (penalised) -> 2 terminal; 'wait' stays put at no penalty
+    T = np.zeros((2, 3, 3))
+    T[0, 0, 1] = T[0, 1, 2] = T[0, 2, 2] = 1  # go
+    T[1, 0, 0] = T[1, 1, 1] = T[1, 2, 2] = 1  # wait
+    mdp = TabularMDP.from_matrices(list(T), -np.ones((3, 2)), 0.9, terminal=[False, False, True])
+    penalty = np.array([0.0, -50.0, 0.0])
+    optimum = value_iteration(mdp).values[0]  # -1.9
+    stalling = lexicographic_value_iteration(mdp, penalty, slack=9.0)
+    assert not finishes_surely(mdp, stalling.policy)[0]  # waits forever: -10 is within slack of -1.9
+    assert policy_evaluation(mdp, stalling.policy)[0] >= optimum - 9.0
+    safe = lexicographic_policy_that_finishes(mdp, penalty, slack=9.0)
+    assert finishes_surely(mdp, safe.policy)[0] and safe.slack < 9.0
+    assert policy_evaluation(mdp, safe.policy)[0] >= optimum - 9.0
