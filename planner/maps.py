@@ -30,7 +30,7 @@ GENERIC_PARAMS: dict[str, tuple[Any, type]] = {
     "domain": (None, str),
     "name": (None, str),
     "slip": (0.1, float),
-    "discount": (0.95, float),
+    "discount": (0.99, float),
     "horizon": (None, int),
     "items_per_robot": (2, int),
 }
