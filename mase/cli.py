@@ -83,6 +83,57 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"update fraction must be in [0, 1], got {text}")
+    return value
+
+
+def cmd_mitigate(args: argparse.Namespace) -> int:
+    from metareasoner.mitigation import Fleet, Mitigation
+
+    world = load_map(args.map)
+    scenario = generate_scenario(world, args.robots, seed=args.seed, slack=args.slack)
+    bar, update = _progress_bar("planning", not args.no_progress)
+    try:
+        fleet = Fleet.plan(scenario, progress=update)
+    finally:
+        bar.close()
+    mitigation = Mitigation(method=args.method, update_fraction=args.update_fraction, rounds=args.rounds,
+                            episodes=args.episodes, seed=args.seed)
+    phases = tqdm(total=100, desc="mitigating", disable=None if not args.no_progress else True, file=sys.stderr,
+                  leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def progress(phase: str, done: float) -> None:
+        phases.set_postfix_str(phase)
+        phases.n = int(100 * done)
+        phases.refresh()
+
+    try:
+        result = mitigation.run(fleet, progress=progress)
+    finally:
+        phases.close()
+    out = result.as_dict()
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    rate = lambda r: "n/a" if r is None else f"{100 * r:.1f}%"  # noqa: E731
+    print(f"map {world.name} ({world.domain}), {len(fleet.plans)} robots, method {args.method}, "
+          f"update fraction {args.update_fraction}, slack {args.slack}")
+    print(f"NSE penalty J_N: {out['nse_before']:.3f} -> {out['nse_after']:.3f}; NSE-state rate: "
+          f"{rate(out['nse_state_rate_before'])} -> {rate(out['nse_state_rate_after'])}; rounds {out['rounds']}")
+    print(f"{'robot':<10} {'blame':>10} {'task regret':>12} {'updated':>8}")
+    for r in out["robots"]:
+        print(f"{r['id']:<10} {r['blame']:>10.3f} {r['task_regret']:>12.3f} {'yes' if r['updated'] else '':>8}")
+    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in out["seconds"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mase", description="Multi-robot planning and NSE mitigation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     plan.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     plan.set_defaults(func=cmd_plan)
+
+    from metareasoner.mitigation import METHODS
+
+    mit = sub.add_parser("mitigate", help="find the fleet's NSEs, blame robots and make the most blamed replan")
+    mit.add_argument("--map", required=True, help="map file (.map, or an Overcooked-AI .layout)")
+    mit.add_argument("--robots", type=_positive_int, required=True, help="number of robots (>= 1)")
+    mit.add_argument("--method", choices=METHODS, default="recon", help="blame / mitigation method")
+    mit.add_argument("--update-fraction", type=_fraction, default=0.25,
+                     help="fraction of robots (most blamed first) that replan each round, in [0, 1]")
+    mit.add_argument("--slack", type=_slack, default=100.0,
+                     help="task slack delta of every robot (LVI: per-state slack (1 - discount) * delta)")
+    mit.add_argument("--rounds", type=_positive_int, default=1, help="round limit of iterative RECON")
+    mit.add_argument("--episodes", type=_positive_int, default=100, help="Monte Carlo episodes blamed per round")
+    mit.add_argument("--seed", type=int, default=0, help="seed for generated robots and rollouts")
+    mit.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    mit.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    mit.set_defaults(func=cmd_mitigate)
     return parser
 
 

@@ -1,0 +1,112 @@
+"""The mitigation pipeline on shipped maps, and its refusals."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from metareasoner.mitigation import METHODS, Fleet, Mitigation, _remove_bernoulli, valid_value_table
+from metareasoner.monitor import poisson_binomial
+from planner.maps import load_map
+from planner.scenario import generate_scenario
+from conftest import MAPS, ROOT
+
+SLACK = 100.0
+
+
+@pytest.fixture(scope="module")
+def fleets():
+    out = {}
+    for name in ("salp/salp-1.map", "overcooked/overcooked-1.map", "warehouse/warehouse-2.map"):
+        out[name] = Fleet.plan(generate_scenario(load_map(MAPS / name), 10, seed=1, slack=SLACK))
+    return out
+
+
+@pytest.mark.parametrize("name", ["salp/salp-1.map", "overcooked/overcooked-1.map", "warehouse/warehouse-2.map"])
+@pytest.mark.parametrize("method", ["recon", "gen-recon", "gen-recon-cf"])
+def test_recon_lowers_the_penalty_within_slack(fleets, name, method):
+    fleet = fleets[name]
+    naive = Mitigation(method="naive").run(fleet)
+    result = Mitigation(method=method, update_fraction=0.5, rounds=2).run(fleet)
+    assert naive.after.total_penalty == pytest.approx(result.before.total_penalty)
+    assert naive.before.total_penalty > 0
+    assert result.after.total_penalty < naive.after.total_penalty
+    assert 1 <= len(result.updated) <= 10
+    for robot in result.robots:
+        assert 0 <= robot.task_regret <= robot.slack + 1e-6
+        if not robot.updated:
+            assert robot.task_regret == 0
+    # the phases were timed
+    assert result.seconds["plan"] > 0 and result.seconds["replan"] > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_and_reports(fleets, method):
+    fleet = fleets["salp/salp-1.map"]
+    result = Mitigation(method=method, update_fraction=0.3).run(fleet)
+    out = result.as_dict()
+    assert out["method"] == method and len(out["robots"]) == 10
+    assert set(out) >= {"nse_before", "nse_after", "nse_state_rate_before", "nse_state_rate_after", "updated"}
+    assert len(out["updated"]) <= 3
+    if method == "naive":
+        assert out["updated"] == [] and out["nse_after"] == out["nse_before"]
+
+
+def test_update_fraction_zero_changes_nothing(fleets):
+    result = Mitigation(method="recon", update_fraction=0.0).run(fleets["salp/salp-1.map"])
+    assert result.updated == [] and result.after.total_penalty == result.before.total_penalty
+
+
+def test_refusals(fleets):
+    fleet = fleets["salp/salp-1.map"]
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
+        Mitigation(method="magic").run(fleet)
+    with pytest.raises(ValueError, match=r"update fraction must be in \[0, 1\]"):
+        Mitigation(update_fraction=1.5).run(fleet)
+    lone = Fleet.plan(generate_scenario(load_map(MAPS / "salp" / "salp-1.map"), 1))
+    with pytest.raises(ValueError, match="exchange value needs at least two robots"):
+        Mitigation(method="exchange").run(lone)
+
+
+def test_valid_counterfactual_values_against_brute_force(fleets):
+    plan = fleets["salp/salp-1.map"].plans[0]
+    table = valid_value_table(plan, "sample", 3)
+    reachable = {tuple(row) for row in plan.mdp.states.tolist()}
+    for s in range(0, plan.mdp.n_states, 7):
+        for v in range(3):
+            row = plan.mdp.states[s].copy()
+            row[2] = v
+            assert table[s, v] == (tuple(row.tolist()) in reachable)
+    assert table[np.arange(plan.mdp.n_states), plan.mdp.states[:, 2]].all()
+
+
+def test_removing_one_robot_from_the_count_distribution():
+    rng = np.random.default_rng(3)
+    p = rng.random((7, 4))
+    p[2, 0], p[2, 1] = 1.0, 0.0  # certain and impossible robots too
+    full = poisson_binomial(p)
+    for i in range(7):
+        np.testing.assert_allclose(_remove_bernoulli(full, p[i]), poisson_binomial(np.delete(p, i, axis=0)),
+                                   atol=1e-9)
+
+
+def test_cli_mitigate_json():
+    result = subprocess.run([sys.executable, "-m", "mase", "mitigate", "--map", str(MAPS / "salp" / "salp-demo.map"),
+                             "--robots", "2", "--method", "gen-recon-cf", "--update-fraction", "0.5", "--json",
+                             "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["method"] == "gen-recon-cf" and [r["id"] for r in out["robots"]] == ["tb1", "tb2"]
+    assert out["nse_before"] > 0 and out["nse_after"] <= out["nse_before"]
+    assert all({"id", "blame", "task_regret", "slack"} <= set(r) for r in out["robots"])
+
+
+@pytest.mark.parametrize("args, message", [(["--method", "magic"], "invalid choice: 'magic'"),
+                                            (["--update-fraction", "2"], "update fraction must be in [0, 1]")])
+def test_cli_mitigate_refuses(args, message):
+    result = subprocess.run([sys.executable, "-m", "mase", "mitigate", "--map", str(MAPS / "salp" / "salp-1.map"),
+                             "--robots", "3", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
