@@ -158,11 +158,13 @@ class Mitigation(BaseEstimator):
                         (default: a random forest)
       max_training_pairs  generalised RECON subsamples its training set to this size
       selfish, care     alpha1, alpha2 of the considerate reward
+      desired_outcomes  `rules.DesiredOutcome`s: their proxy robots replan with them first
     """
 
     def __init__(self, method: str = "recon", update_fraction: float = 0.25, rounds: int = 1,
                  tolerance: float = 0.0, episodes: int = 100, seed: int = 0, regressor=None,
-                 max_training_pairs: int = 50_000, selfish: float = 1.0, care: float = 1.0) -> None:
+                 max_training_pairs: int = 50_000, selfish: float = 1.0, care: float = 1.0,
+                 desired_outcomes: tuple = ()) -> None:
         self.method = method
         self.update_fraction = update_fraction
         self.rounds = rounds
@@ -173,6 +175,7 @@ class Mitigation(BaseEstimator):
         self.max_training_pairs = max_training_pairs
         self.selfish = selfish
         self.care = care
+        self.desired_outcomes = desired_outcomes
 
     def _check(self, fleet: Fleet) -> None:
         if self.method not in METHODS:
@@ -204,6 +207,11 @@ class Mitigation(BaseEstimator):
         before = fleet.exact(policies)
         after = before
         seconds["monitor"] += time.perf_counter() - clock
+        if self.desired_outcomes:
+            clock = time.perf_counter()
+            self._apply_outcomes(fleet, policies, local, updated, slack_used)
+            seconds["replan"] += time.perf_counter() - clock
+            after = fleet.exact(policies)
         valid_tables = None
         rounds = 0
         for round_index in range(self.rounds):
@@ -240,7 +248,9 @@ class Mitigation(BaseEstimator):
                         s_i = fleet.plans[i].mdp.n_states
                         visits_i = np.bincount(states[:, i], minlength=s_i)
                         sums = np.bincount(states[:, i], weights=blame[:, i], minlength=s_i)
-                        new_local[i] = np.divide(sums, visits_i, out=np.zeros(s_i), where=visits_i > 0)
+                        mean = np.divide(sums, visits_i, out=np.zeros(s_i), where=visits_i > 0)
+                        # a local penalty is never a reward (exchange values and D++ can be < 0)
+                        new_local[i] = np.maximum(mean, 0.0)
                     seconds["blame"] += time.perf_counter() - clock
             blame_total += score
             k = math.ceil(self.update_fraction * n)
@@ -268,6 +278,21 @@ class Mitigation(BaseEstimator):
         return MitigationResult(self.method, before, after, robots, rounds, seconds, policies, local)
 
     # -- the pieces ------------------------------------------------------------------------
+    def _apply_outcomes(self, fleet: Fleet, policies, local, updated, slack_used) -> None:
+        """Pre-strategy intervention: proxy robots replan with the operators' desired outcomes."""
+        domain = get_domain(fleet.scenario.world.domain)
+        ids = [p.task.robot_id for p in fleet.plans]
+        outcomes = [o.validated(fleet.scenario.world, domain.dynamic_feature, ids) for o in self.desired_outcomes]
+        for outcome in outcomes:
+            for robot in outcome.robots:
+                i = ids.index(robot)
+                model = robot_model(fleet.plans[i], fleet.static_feature, fleet.dynamic_feature)
+                extra = outcome.local_penalty(model.zone, model.value, fleet.scenario.world, domain.dynamic_feature)
+                local[i] = local.get(i, 0.0) + extra
+        for i in local:
+            policies[i], slack_used[i] = self._replan(fleet.plans[i], local[i], fleet.scenario.slack, fleet)
+            updated[i] = True
+
     def _blame_method(self):
         cls = _BLAME[self.method]
         return cls(seed=self.seed) if cls is ShapleyBlame else cls()

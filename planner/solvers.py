@@ -55,9 +55,10 @@ def _as_state_action_reward(mdp: TabularMDP, reward: np.ndarray | None) -> np.nd
     return reward
 
 
-def bellman_q(mdp: TabularMDP, reward: np.ndarray, values: np.ndarray) -> np.ndarray:
+def bellman_q(mdp: TabularMDP, reward: np.ndarray, values: np.ndarray, discount: float | None = None) -> np.ndarray:
     """Q(s, a) = R(s, a) + gamma * sum_s' T(s' | s, a) V(s'), for all s, a at once."""
-    return reward + mdp.discount * (mdp.transitions @ values).reshape(mdp.n_states, mdp.n_actions)
+    gamma = mdp.discount if discount is None else discount
+    return reward + gamma * (mdp.transitions @ values).reshape(mdp.n_states, mdp.n_actions)
 
 
 def value_iteration(
@@ -65,13 +66,16 @@ def value_iteration(
     reward: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    max_iterations: int = 1_000_000,
+    max_iterations: int = 200_000,
     initial_values: np.ndarray | None = None,
+    discount: float | None = None,
 ) -> ValueResult:
     """Value iteration, maximising `reward` (default: the task reward) over `allowed` actions.
 
     Stops when the Bellman residual guarantees |V - V*| <= tolerance, i.e. when
-    ||V_{k+1} - V_k|| <= tolerance * (1 - gamma) / gamma.
+    ||V_{k+1} - V_k|| <= tolerance * (1 - gamma) / gamma. `discount` overrides the MDP's;
+    with discount 1 (a stochastic shortest path: every reward must be negative outside
+    terminal states) it stops when the residual itself is below `tolerance`.
     """
     r = _as_state_action_reward(mdp, reward)
     if allowed is not None:
@@ -81,20 +85,22 @@ def value_iteration(
         if not allowed.any(axis=1).all():
             raise ValueError("every state needs at least one allowed action")
         r = np.where(allowed, r, -np.inf)
-    gamma = mdp.discount
-    threshold = tolerance * (1.0 - gamma) / gamma
+    gamma = mdp.discount if discount is None else float(discount)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"discount must be in (0, 1], got {gamma}")
+    threshold = tolerance * (1.0 - gamma) / gamma if gamma < 1.0 else tolerance
     v = np.zeros(mdp.n_states) if initial_values is None else np.asarray(initial_values, float).copy()
     residual = np.inf
     iterations = 0
     while iterations < max_iterations:
-        q = bellman_q(mdp, r, v)
+        q = bellman_q(mdp, r, v, gamma)
         v_new = q.max(axis=1)
         residual = float(np.max(np.abs(v_new - v))) if len(v) else 0.0
         v = v_new
         iterations += 1
         if residual <= threshold:
             break
-    q = bellman_q(mdp, r, v)
+    q = bellman_q(mdp, r, v, gamma)
     v = q.max(axis=1)
     return ValueResult(v, q, np.argmax(q, axis=1), iterations, residual)
 
@@ -107,6 +113,7 @@ def lexicographic_value_iteration(
     tolerance: float = DEFAULT_TOLERANCE,
     tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
     task_result: ValueResult | None = None,
+    step_cost: float | None = None,
 ) -> LexicographicResult:
     """LVI (Wray et al. 2015) with two objectives: the task first, then `secondary_reward`.
 
@@ -121,7 +128,18 @@ def lexicographic_value_iteration(
     task = task_result if task_result is not None else value_iteration(mdp, task_reward, tolerance=tolerance)
     eta = (1.0 - mdp.discount) * slack
     allowed = (task.values[:, None] - task.q_values) <= eta + tie_tolerance
-    secondary = value_iteration(mdp, secondary_reward, allowed=allowed, tolerance=tolerance)
+    if step_cost is None:
+        secondary = value_iteration(mdp, secondary_reward, allowed=allowed, tolerance=tolerance)
+    else:
+        if not step_cost > 0:
+            raise ValueError(f"step_cost must be positive, got {step_cost}")
+        r2 = _as_state_action_reward(mdp, secondary_reward)
+        if np.any(r2 > 0):
+            raise ValueError("a shortest-path secondary objective needs rewards <= 0 (penalties), "
+                             f"got up to {r2.max():.3g}")
+        r2 = r2 - step_cost
+        r2[mdp.terminal] = 0.0  # done is free: terminal states stay absorbing at zero cost
+        secondary = value_iteration(mdp, r2, allowed=allowed, tolerance=tolerance, discount=1.0)
     best2 = secondary.q_values.max(axis=1, keepdims=True)
     near_best = secondary.q_values >= best2 - max(tie_tolerance, tolerance)
     policy = np.argmax(np.where(near_best, task.q_values, -np.inf), axis=1)
@@ -135,25 +153,37 @@ def lexicographic_policy_that_finishes(
     task_result: ValueResult | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     bisection_steps: int = 12,
+    relative_step_cost: float = 0.01,
 ) -> LexicographicResult:
     """LVI whose policy is sure to finish the task from the start.
 
     With discounting, never finishing costs only a bounded amount, so a generous slack can
     admit a policy that stalls where the secondary penalty is zero (the slack guarantee
-    still holds). Robots must complete their tasks: when the policy for `slack` does not
-    finish with probability 1 from the start, the slack is bisected down to the largest
-    tried value whose policy does (slack 0 keeps only task-optimal actions, which finish
-    whenever finishing is possible). The result's `slack` says which slack was used.
+    still holds). Robots must complete their tasks, so the secondary objective is solved
+    as a stochastic shortest path with a small step cost (see
+    `lexicographic_value_iteration`): `relative_step_cost` times the largest secondary
+    penalty, so that stalling 1 / relative_step_cost steps costs as much as the worst
+    penalty (a smaller step cost makes undiscounted value iteration converge slowly). As a safety net, if the policy still does not finish
+    with probability 1 from the start, the slack is bisected down to the largest tried
+    value whose policy does (slack 0 keeps only task-optimal actions, which finish whenever
+    finishing is possible). The result's `slack` says which slack was used.
     """
     task = task_result if task_result is not None else value_iteration(mdp, tolerance=tolerance)
-    result = lexicographic_value_iteration(mdp, secondary_reward, slack, task_result=task, tolerance=tolerance)
+    scale = float(np.max(np.abs(secondary_reward), initial=0.0))
+    step_cost = relative_step_cost * scale if scale > 0 else 1e-3
+
+    def solve(delta: float) -> LexicographicResult:
+        return lexicographic_value_iteration(mdp, secondary_reward, delta, task_result=task, tolerance=tolerance,
+                                             step_cost=step_cost)
+
+    result = solve(slack)
     if finishes_surely(mdp, result.policy)[mdp.start]:
         return result
     low, high = 0.0, float(slack)
-    best = lexicographic_value_iteration(mdp, secondary_reward, 0.0, task_result=task, tolerance=tolerance)
+    best = solve(0.0)
     for _ in range(bisection_steps):
         mid = (low + high) / 2
-        trial = lexicographic_value_iteration(mdp, secondary_reward, mid, task_result=task, tolerance=tolerance)
+        trial = solve(mid)
         if finishes_surely(mdp, trial.policy)[mdp.start]:
             best, low = trial, mid
         else:

@@ -190,6 +190,26 @@ def test_generous_slack_can_stall_but_the_finishing_variant_does_not():
     stalling = lexicographic_value_iteration(mdp, penalty, slack=9.0)
     assert not finishes_surely(mdp, stalling.policy)[0]  # waits forever: -10 is within slack of -1.9
     assert policy_evaluation(mdp, stalling.policy)[0] >= optimum - 9.0
+    # the secondary objective as a shortest path makes stalling unboundedly costly
     safe = lexicographic_policy_that_finishes(mdp, penalty, slack=9.0)
-    assert finishes_surely(mdp, safe.policy)[0] and safe.slack < 9.0
+    assert finishes_surely(mdp, safe.policy)[0] and safe.slack == 9.0
     assert policy_evaluation(mdp, safe.policy)[0] >= optimum - 9.0
+    ssp = lexicographic_value_iteration(mdp, penalty, slack=9.0, step_cost=0.5)
+    assert finishes_surely(mdp, ssp.policy)[0] and ssp.secondary.iterations < 1000
+
+
+def test_shortest_path_secondary_prefers_a_detour_to_stalling():
+    # 0 -> 1 (penalised) -> 3, or the detour 0 -> 2 -> 4 -> 3; 'wait' stays put
+    T = np.zeros((3, 5, 5))
+    T[0, 0, 1] = T[0, 1, 3] = T[0, 2, 4] = T[0, 4, 3] = 1  # straight on
+    T[1, 0, 2] = T[1, 1, 3] = T[1, 2, 4] = T[1, 4, 3] = 1  # turn (the detour from 0)
+    for s in range(5):
+        T[2, s, s] = 1  # wait
+    T[:, 3, :] = 0
+    T[:, 3, 3] = 1
+    mdp = TabularMDP.from_matrices(list(T), -np.ones((5, 3)), 0.99, terminal=[0, 0, 0, 1, 0])
+    penalty = np.array([0.0, -5.0, 0.0, 0.0, 0.0])
+    slack = 150.0  # eta = 1.5 admits the one-step-longer detour (Q-gap 0.99) and waiting (gap ~0.99)
+    result = lexicographic_policy_that_finishes(mdp, penalty, slack=slack)
+    assert result.policy[0] == 1 and result.slack == slack  # detour, not stall, not bisected
+    assert finishes_surely(mdp, result.policy)[0]
