@@ -134,6 +134,50 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+
+    from metareasoner.experiments import ExperimentConfig, run_and_write
+
+    overrides = {}
+    if args.domains:
+        overrides["domains"] = tuple(args.domains)
+    if args.instances is not None:
+        overrides["instances"] = args.instances
+    if args.seeds is not None:
+        overrides["seeds"] = args.seeds
+    if args.sizes:
+        overrides["sizes"] = tuple(args.sizes)
+    if args.fraction_size is not None:
+        overrides["fraction_size"] = args.fraction_size
+    if args.methods:
+        overrides["methods"] = tuple(args.methods)
+    config = ExperimentConfig.quick(**overrides) if args.quick else ExperimentConfig(**overrides)
+    command = " ".join(shlex.quote(a) for a in ["mase", "experiment", "--out", args.out, *(["--quick"] if args.quick else []),
+                       *(["--domains", *args.domains] if args.domains else []),
+                       *(["--instances", str(args.instances)] if args.instances is not None else []),
+                       *(["--seeds", str(args.seeds)] if args.seeds is not None else []),
+                       *(["--sizes", *map(str, args.sizes)] if args.sizes else []),
+                       *(["--fraction-size", str(args.fraction_size)] if args.fraction_size is not None else []),
+                       *(["--methods", *args.methods] if args.methods else []), "--jobs", str(args.jobs)])
+    bar = tqdm(total=config.n_runs(), desc="experiments", unit="run", disable=None if not args.no_progress else True,
+               file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    start = time.perf_counter()
+    try:
+        rows, paths = run_and_write(config, args.out, jobs=args.jobs, command=command, progress=progress)
+    finally:
+        bar.close()
+    print(f"{len(rows)} runs in {(time.perf_counter() - start) / 60:.1f} min; wrote {paths['markdown']} and "
+          f"{paths['runs'].parent}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mase", description="Multi-robot planning and NSE mitigation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     mit.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     mit.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     mit.set_defaults(func=cmd_mitigate)
+
+    from metareasoner.experiments import DOMAINS
+
+    exp = sub.add_parser("experiment", help="run the paper's experiments; write RESULTS.md, CSVs and plots")
+    exp.add_argument("--out", default="docs", help="output folder: <out>/RESULTS.md and <out>/results/ (default docs)")
+    exp.add_argument("--quick", action="store_true", help="tiny configuration (1 instance, 1 seed, 4 and 6 robots)")
+    exp.add_argument("--domains", nargs="+", choices=DOMAINS, help="domains (default all three)")
+    exp.add_argument("--instances", type=_positive_int, help="map instances <domain>-1..N per domain (N <= 5)")
+    exp.add_argument("--seeds", type=_positive_int, help="seeds 0..N-1 per instance")
+    exp.add_argument("--sizes", nargs="+", type=_positive_int, help="fleet sizes of the by-method experiments")
+    exp.add_argument("--fraction-size", type=_positive_int, help="fleet size of the update-fraction experiment")
+    exp.add_argument("--methods", nargs="+", choices=METHODS, help="methods of the by-method experiments")
+    exp.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
+    exp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    exp.set_defaults(func=cmd_experiment)
     return parser
 
 
