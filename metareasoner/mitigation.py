@@ -387,13 +387,16 @@ def _remove_bernoulli(pmf: np.ndarray, p: np.ndarray) -> np.ndarray:
     fwd = np.zeros((n,) + pmf.shape[1:])
     bwd = np.zeros_like(fwd)
     q = np.where(p < 1.0, 1.0 - p, 1.0)
-    fwd[0] = pmf[0] / q
-    for k in range(1, n):
-        fwd[k] = (pmf[k] - p * fwd[k - 1]) / q
+    with np.errstate(over="ignore", invalid="ignore"):
+        fwd[0] = pmf[0] / q
+        for k in range(1, n):
+            fwd[k] = (pmf[k] - p * fwd[k - 1]) / q
     safe_p = np.where(p > 0, p, 1.0)
-    bwd[n - 1] = pmf[n] / safe_p
-    for k in range(n - 1, 0, -1):
-        bwd[k - 1] = (pmf[k] - (1.0 - p) * bwd[k]) / safe_p
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # blows up where p is small; those entries are the forward recursion's anyway
+        bwd[n - 1] = pmf[n] / safe_p
+        for k in range(n - 1, 0, -1):
+            bwd[k - 1] = (pmf[k] - (1.0 - p) * bwd[k]) / safe_p
     return np.clip(np.where(p <= 0.5, fwd, bwd), 0.0, 1.0)
 
 
