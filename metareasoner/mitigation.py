@@ -309,7 +309,6 @@ class Mitigation(BaseEstimator):
     def _generalised_penalties(self, fleet: Fleet, states, zone, value, valid, blame) -> dict[int, np.ndarray]:
         """MATH.md 6: learn blame from phi(s_i) = (dynamic value, in a zone); predict for every state."""
         rng = np.random.default_rng(self.seed)
-        n = len(fleet.plans)
         in_zone = (zone > 0).astype(np.int64)
         x = [np.stack([value.ravel(), in_zone.ravel()], axis=1)]
         y = [blame.ravel()]

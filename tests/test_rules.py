@@ -59,7 +59,6 @@ def test_bad_rules_are_refused_and_nothing_changes(book, spec, field):
 def test_desired_outcome_keeps_a_proxy_out_of_the_corridors():
     world = load_map(MAPS / "warehouse" / "warehouse-1.map")
     fleet = Fleet.plan(generate_scenario(world, 4, seed=3, slack=2000.0))
-    domain = get_domain("warehouse")
 
     def big_in_corridor(policies, i):
         from planner.solvers import state_distributions

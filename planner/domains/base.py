@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..problem import Feature, RobotProblem
-from ..world import Cell, Item, MapError, Task, Token, World
+from ..world import Cell, MapError, Task, Token, World
 
 #: direction name -> (dx, dy); y grows downwards (row index)
 DIRECTIONS: dict[str, tuple[int, int]] = {"north": (0, -1), "south": (0, 1), "east": (1, 0), "west": (-1, 0)}
@@ -139,6 +139,28 @@ def check_cell(world: World, cell: Cell, token: Token, what: str, walkable: bool
     if walkable and not world.passable[y, x]:
         raise MapError(world.source, f"{what} {x},{y} is on {world.symbol(cell)!r}, which a robot cannot stand on",
                        token.line, token.column)
+
+
+def parse_item_cells(world: World, kind: Token, cells: Sequence[Token], what: str, symbols: str,
+                     walkable: bool = True) -> tuple[int, ...]:
+    """Indices into `world.items` of a task's `x,y` words (`what`: "sample site"...).
+
+    `symbols` describes the grid symbols such an item has, for the error message.
+    """
+    if not cells:
+        raise MapError(world.source, f"{kind.text} needs at least one {what} x,y", kind.line, kind.column)
+    items: list[int] = []
+    for token in cells:
+        cell = parse_cell(token, world.source)
+        check_cell(world, cell, token, what, walkable=walkable)
+        matches = [i for i, it in enumerate(world.items) if it.cell == cell]
+        if not matches:
+            raise MapError(world.source, f"{cell[0]},{cell[1]} is {world.symbol(cell)!r}, not a {what} ({symbols})",
+                           token.line, token.column)
+        if matches[0] in items:
+            raise MapError(world.source, f"{what} {token.text} is listed twice", token.line, token.column)
+        items.append(matches[0])
+    return tuple(items)
 
 
 def mask_feature(name: str, n_bits: int) -> Feature:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..problem import Feature, RobotProblem
 from ..world import Cell, Item, MapError, Task, Token, World
-from .base import MOVE_NAMES, Domain, check_cell, facing_cell, mask_feature, move_outcomes, parse_cell
+from .base import MOVE_NAMES, Domain, facing_cell, mask_feature, move_outcomes, parse_item_cells
 
 HELD = ("none", "onion", "tomato", "dish", "soup", "garbage")
 NONE, ONION, TOMATO, DISH, SOUP, GARBAGE = range(len(HELD))
@@ -221,20 +221,8 @@ class OvercookedDomain(Domain):
                 raise MapError(world.source, f"the number of soups must be an integer from 1 to {MAX_SOUPS}, "
                                              f"got {count.text!r}", count.line, count.column)
             return Task(robot_id.text, start, "cook", option=soup.text, count=int(count.text))
-        if len(words) < 2:
-            raise MapError(world.source, "clean needs at least one garbage pile x,y", kind.line, kind.column)
-        items: list[int] = []
-        for token in words[1:]:
-            cell = parse_cell(token, world.source)
-            check_cell(world, cell, token, "garbage pile", walkable=False)
-            matches = [i for i, it in enumerate(world.items) if it.cell == cell]
-            if not matches:
-                raise MapError(world.source, f"{cell[0]},{cell[1]} is {world.symbol(cell)!r}, "
-                                             "not a garbage pile 'G'", token.line, token.column)
-            if matches[0] in items:
-                raise MapError(world.source, f"garbage pile {token.text} is listed twice", token.line, token.column)
-            items.append(matches[0])
-        return Task(robot_id.text, start, "clean", tuple(items))
+        items = parse_item_cells(world, kind, words[1:], "garbage pile", "'G'", walkable=False)
+        return Task(robot_id.text, start, "clean", items)
 
     def random_task(self, world: World, robot_id: str, start: Cell, rng: np.random.Generator) -> Task:
         per_robot = int(world.params["items_per_robot"])

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..problem import Feature, RobotProblem
 from ..world import Cell, Item, MapError, Task, Token, World
-from .base import MOVE_NAMES, Domain, check_cell, mask_feature, move_outcomes, parse_cell
+from .base import MOVE_NAMES, Domain, mask_feature, move_outcomes, parse_item_cells
 
 SAMPLE_TYPES = ("A", "B")
 
@@ -101,20 +101,8 @@ class SalpDomain(Domain):
             raise MapError(world.source, "a salp map needs at least one sample site 'a' or 'b'", field="grid")
 
     def parse_task(self, world: World, robot_id: Token, start: Cell, words: Sequence[Token]) -> Task:
-        if len(words) < 2:
-            raise MapError(world.source, "collect needs at least one sample site x,y", words[0].line, words[0].column)
-        items = []
-        for token in words[1:]:
-            cell = parse_cell(token, world.source)
-            check_cell(world, cell, token, "sample site")
-            matches = [i for i, it in enumerate(world.items) if it.cell == cell]
-            if not matches:
-                raise MapError(world.source, f"{cell[0]},{cell[1]} is {world.symbol(cell)!r}, "
-                                             "not a sample site ('a' or 'b')", token.line, token.column)
-            if matches[0] in items:
-                raise MapError(world.source, f"sample site {token.text} is listed twice", token.line, token.column)
-            items.append(matches[0])
-        return Task(robot_id.text, start, "collect", tuple(items))
+        items = parse_item_cells(world, words[0], words[1:], "sample site", "'a' or 'b'")
+        return Task(robot_id.text, start, "collect", items)
 
     def random_task(self, world: World, robot_id: str, start: Cell, rng: np.random.Generator) -> Task:
         k = min(int(world.params["items_per_robot"]), len(world.items))

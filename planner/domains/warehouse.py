@@ -20,7 +20,7 @@ import numpy as np
 
 from ..problem import Feature, RobotProblem
 from ..world import Cell, Item, MapError, Task, Token, World
-from .base import MOVE_NAMES, Domain, check_cell, move_outcomes, parse_cell
+from .base import MOVE_NAMES, Domain, move_outcomes, parse_item_cells
 
 SHELF_SIZES = ("small", "big")
 STATUSES = ("waiting", "picked", "processed", "returned")
@@ -118,20 +118,8 @@ class WarehouseDomain(Domain):
             raise MapError(world.source, "a warehouse map needs at least one shelf home 's' or 'S'", field="grid")
 
     def parse_task(self, world: World, robot_id: Token, start: Cell, words: Sequence[Token]) -> Task:
-        if len(words) < 2:
-            raise MapError(world.source, "process needs at least one shelf home x,y", words[0].line, words[0].column)
-        items = []
-        for token in words[1:]:
-            cell = parse_cell(token, world.source)
-            check_cell(world, cell, token, "shelf home", walkable=False)
-            matches = [i for i, it in enumerate(world.items) if it.cell == cell]
-            if not matches:
-                raise MapError(world.source, f"{cell[0]},{cell[1]} is {world.symbol(cell)!r}, "
-                                             "not a shelf home ('s' or 'S')", token.line, token.column)
-            if matches[0] in items:
-                raise MapError(world.source, f"shelf {token.text} is listed twice", token.line, token.column)
-            items.append(matches[0])
-        return Task(robot_id.text, start, "process", tuple(items))
+        items = parse_item_cells(world, words[0], words[1:], "shelf home", "'s' or 'S'", walkable=False)
+        return Task(robot_id.text, start, "process", items)
 
     def random_task(self, world: World, robot_id: str, start: Cell, rng: np.random.Generator) -> Task:
         k = min(int(world.params["items_per_robot"]), len(world.items))
