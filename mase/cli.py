@@ -178,34 +178,33 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fleet_arguments(parser: argparse.ArgumentParser, slack: float, slack_help: str) -> None:
+    """The map, fleet and output options `plan` and `mitigate` share."""
+    parser.add_argument("--map", required=True, help="map file (.map, or an Overcooked-AI .layout)")
+    parser.add_argument("--robots", type=_positive_int, required=True, help="number of robots (>= 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the generated robots (and rollouts)")
+    parser.add_argument("--slack", type=_slack, default=slack, help=slack_help)
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mase", description="Multi-robot planning and NSE mitigation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     plan = sub.add_parser("plan", help="solve every robot's own task and report its value and expected steps")
-    plan.add_argument("--map", required=True, help="map file (.map, or an Overcooked-AI .layout)")
-    plan.add_argument("--robots", type=_positive_int, required=True, help="number of robots (>= 1)")
-    plan.add_argument("--seed", type=int, default=0, help="seed for the generated robots' starts and tasks")
-    plan.add_argument("--slack", type=_slack, default=0.0, help="task slack delta >= 0 (used when replanning)")
-    plan.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
-    plan.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_fleet_arguments(plan, 0.0, "task slack delta >= 0 (used when replanning)")
     plan.set_defaults(func=cmd_plan)
 
     from metareasoner.mitigation import METHODS
 
     mit = sub.add_parser("mitigate", help="find the fleet's NSEs, blame robots and make the most blamed replan")
-    mit.add_argument("--map", required=True, help="map file (.map, or an Overcooked-AI .layout)")
-    mit.add_argument("--robots", type=_positive_int, required=True, help="number of robots (>= 1)")
+    _add_fleet_arguments(mit, 100.0, "task slack delta of every robot (LVI: per-state slack (1 - discount) * delta)")
     mit.add_argument("--method", choices=METHODS, default="recon", help="blame / mitigation method")
     mit.add_argument("--update-fraction", type=_fraction, default=0.25,
                      help="fraction of robots (most blamed first) that replan each round, in [0, 1]")
-    mit.add_argument("--slack", type=_slack, default=100.0,
-                     help="task slack delta of every robot (LVI: per-state slack (1 - discount) * delta)")
     mit.add_argument("--rounds", type=_positive_int, default=1, help="round limit of iterative RECON")
     mit.add_argument("--episodes", type=_positive_int, default=100, help="Monte Carlo episodes blamed per round")
-    mit.add_argument("--seed", type=int, default=0, help="seed for generated robots and rollouts")
-    mit.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
-    mit.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     mit.set_defaults(func=cmd_mitigate)
 
     from metareasoner.experiments import DOMAINS

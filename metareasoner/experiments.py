@@ -496,6 +496,24 @@ def comparison(rows: list[dict], frac: list[dict], size: list[dict], slack: floa
     return lines
 
 
+def _size_tables(size: list[dict], metric: str) -> list[str]:
+    """Markdown tables of `metric` (mean ± std), one per domain: methods by fleet size."""
+    sizes = sorted({r["robots"] for r in size})
+    by = {(r["domain"], r["robots"], r["method"]): r for r in size}
+    out: list[str] = []
+    for domain in DOMAINS:
+        if not any(r["domain"] == domain for r in size):
+            continue
+        out += [f"### {domain}", "", "| method | " + " | ".join(f"{n} robots" for n in sizes) + " |",
+                "|---|" + "---|" * len(sizes)]
+        for method in METHODS:
+            if any((domain, n, method) in by for n in sizes):
+                out.append(f"| {method} | " + " | ".join(
+                    _pm(by[(domain, n, method)], metric) if (domain, n, method) in by else "" for n in sizes) + " |")
+        out.append("")
+    return out
+
+
 def markdown(config: ExperimentConfig, rows: list[dict], command: str | None = None,
              wall_seconds: float | None = None) -> str:
     frac, size = aggregate(rows, "fraction"), aggregate(rows, "size")
@@ -543,31 +561,11 @@ def markdown(config: ExperimentConfig, rows: list[dict], command: str | None = N
         out += [f"## (b) NSE penalty by method ({100 * config.update_fraction:g}% of robots updated)", "",
                 "![nse by method](results/nse_by_method.png)", "",
                 "J_N after mitigation (mean ± std); the `naive` row is J_N before.", ""]
-        for domain in DOMAINS:
-            if not any(r["domain"] == domain for r in size):
-                continue
-            out += [f"### {domain}", "", "| method | " + " | ".join(f"{n} robots" for n in sizes) + " |",
-                    "|---|" + "---|" * len(sizes)]
-            for method in METHODS:
-                if any((domain, n, method) in by for n in sizes):
-                    out.append(f"| {method} | " + " | ".join(
-                        _pm(by[(domain, n, method)], "nse_after") if (domain, n, method) in by else "" for n in sizes)
-                        + " |")
-            out.append("")
+        out += _size_tables(size, "nse_after")
         out += ["## (c) Run time by method vs. fleet size", "", "![runtime](results/runtime.png)", "",
                 "Total seconds = planning the fleet (shared by every method) + the method's mitigation; "
                 "mean ± std.", ""]
-        for domain in DOMAINS:
-            if not any(r["domain"] == domain for r in size):
-                continue
-            out += [f"### {domain}", "", "| method | " + " | ".join(f"{n} robots" for n in sizes) + " |",
-                    "|---|" + "---|" * len(sizes)]
-            for method in METHODS:
-                if any((domain, n, method) in by for n in sizes):
-                    out.append(f"| {method} | " + " | ".join(
-                        _pm(by[(domain, n, method)], "seconds_total") if (domain, n, method) in by else ""
-                        for n in sizes) + " |")
-            out.append("")
+        out += _size_tables(size, "seconds_total")
         largest = sizes[-1]
         out += [f"### Seconds per phase, {largest} robots (mean)", "",
                 "| domain | method | " + " | ".join(PHASES) + " | total |", "|---|---|" + "---|" * (len(PHASES) + 1)]

@@ -32,7 +32,6 @@ from .blame import (
     ExchangeValue,
     ShapleyBlame,
     WonderfulLifeUtility,
-    counterfactual_penalties,
 )
 from .monitor import (
     MonitorReport,
@@ -350,7 +349,8 @@ class Mitigation(BaseEstimator):
         occ = cell_occupancy(fleet.models(policies), horizon, fleet.n_zones, fleet.n_values)
         p = occ.reshape(n, horizon + 1, -1)  # (n, T, C)
         pmf_all = poisson_binomial(p)  # (n+1, T, C)
-        table = fleet.penalty.cell_table(n + 1).reshape(-1, fleet.penalty.cell_table(n + 1).shape[-1])
+        cell_table = fleet.penalty.cell_table(n + 1)
+        table = cell_table.reshape(-1, cell_table.shape[-1])
         scale = max(fleet.penalty.max_penalty(n), 1e-12)
         out, exposure = {}, np.zeros(n)
         for i, plan in enumerate(fleet.plans):
@@ -405,5 +405,4 @@ def mitigate(scenario: Scenario, method: str = "recon", progress=None, **params)
     return Mitigation(method=method, **params).run(fleet, progress=progress)
 
 
-__all__ = ["METHODS", "Fleet", "Mitigation", "MitigationResult", "RobotOutcome", "mitigate", "valid_value_table",
-           "counterfactual_penalties"]
+__all__ = ["METHODS", "Fleet", "Mitigation", "MitigationResult", "RobotOutcome", "mitigate", "valid_value_table"]

@@ -11,7 +11,7 @@ stays in its terminal state and counts as null. Two estimators:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -68,7 +68,6 @@ class JointVisits:
     zone: np.ndarray  # (episodes, H+1, n)
     value: np.ndarray  # (episodes, H+1, n)
     penalty: np.ndarray  # (episodes, H+1)
-    extra: dict = field(default_factory=dict)
 
 
 def _unique_runs(robots: Sequence[RobotModel]) -> tuple[list[RobotModel], np.ndarray]:
@@ -114,42 +113,18 @@ def poisson_binomial(p: np.ndarray) -> np.ndarray:
     return pmf
 
 
-def _cell_penalties(penalty, n_robots: int, shape: tuple[int, int], cells: np.ndarray) -> np.ndarray:
-    """G[c, k]: the penalty when k robots are in cell c and nobody anywhere else."""
-    n_zones1, n_values = shape
-    ks = np.arange(n_robots + 1)
-    out = np.zeros((len(cells), n_robots + 1))
-    for j, (z, v) in enumerate(cells):
-        table = np.zeros((n_robots + 1, n_zones1, n_values), dtype=np.int64)
-        table[:, z, v] = ks
-        out[j] = penalty.from_counts(table)
-    return out
-
-
-def _penalised_cells(penalty, n_zones: int, n_values: int) -> np.ndarray:
-    """(z, v) cells in which enough robots cause a penalty (z >= 1, v >= 1)."""
-    cells = []
-    for z in range(1, n_zones + 1):
-        for v in range(1, n_values):
-            table = np.zeros((1, n_zones + 1, n_values), dtype=np.int64)
-            table[0, z, v] = 10**6  # any count at or above the threshold
-            if penalty.from_counts(table)[0] > 0:
-                cells.append((z, v))
-    return np.array(cells, dtype=np.int64).reshape(-1, 2)
-
-
 def exact_monitor(penalty, robots: Sequence[RobotModel], horizon: int, n_zones: int, n_values: int,
                   min_count: int = 2) -> MonitorReport:
     """Exact J_N and breakdowns through Poisson-binomial counts per step and cell."""
     n = len(robots)
     occ = cell_occupancy(robots, horizon, n_zones, n_values)
-    cells = _penalised_cells(penalty, n_zones, n_values)
+    cells = np.argwhere(penalty.cell_has_term)  # (z, v) cells some rule penalises
     per_step = np.zeros(horizon + 1)
     per_zone = np.zeros(n_zones + 1)
     if len(cells):
         p = occ[:, :, cells[:, 0], cells[:, 1]]  # (n, H+1, C)
         pmf = poisson_binomial(p)  # (n+1, H+1, C)
-        g = _cell_penalties(penalty, n, (n_zones + 1, n_values), cells)  # (C, n+1)
+        g = penalty.cell_table(n)[cells[:, 0], cells[:, 1], : n + 1]  # (C, n+1): g_c(k)
         expected = np.einsum("ktc,ck->tc", pmf, g)  # (H+1, C)
         per_step = expected.sum(axis=1)
         np.add.at(per_zone, cells[:, 0], expected.sum(axis=0))

@@ -25,7 +25,7 @@ from .world import MapError, NSERule, Task, Token, World
 GRID_SECTIONS = ("grid", "zone-layer")
 SECTIONS = ("map", "grid", "zones", "zone-layer", "rules", "robots")
 
-#: generic [map] parameters: name -> (default, parser, check, description)
+#: generic [map] parameters: name -> (default, type)
 GENERIC_PARAMS: dict[str, tuple[Any, type]] = {
     "domain": (None, str),
     "name": (None, str),

@@ -4,7 +4,7 @@ Robots whose map and task are the same (start, items, kind) share one solved MDP
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -117,6 +117,3 @@ def plan_summary(plans: Iterable[RobotPlan]) -> list[dict]:
         })
     return rows
 
-
-def with_tasks(scenario: Scenario, tasks: Iterable[Task]) -> Scenario:
-    return replace(scenario, tasks=tuple(tasks))
