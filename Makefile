@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Main job. Until the service lands (issue 4) this runs the planning demo on the shipped maps.
+# Main job: the service with its dashboard on 127.0.0.1:8000, SQLite in var/mase.db,
+# the shipped scenarios loaded. Settings: MASE_* environment variables (README).
 run: $(STAMP)
+	$(VENV)/bin/mase serve
+
+# The planning demo on the shipped maps (what `make run` did before the service).
+plan: $(STAMP)
 	$(VENV)/bin/mase plan --map maps/salp/salp-demo.map --robots 2
 	$(VENV)/bin/mase plan --map maps/warehouse/warehouse-1.map --robots 10 --seed 1
 	$(VENV)/bin/mase plan --map maps/overcooked/overcooked-1.map --robots 10 --seed 1

@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
     exp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     exp.set_defaults(func=cmd_experiment)
+
+    from .serve import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

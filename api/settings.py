@@ -1,0 +1,42 @@
+"""Service settings, read from the environment (prefix MASE_), with working defaults."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"MASE_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = f"sqlite:///{ROOT / 'var' / 'mase.db'}"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tokens_file: Path = ROOT / "var" / "tokens"
+    maps_dir: Path = ROOT / "maps"
+    load_shipped: bool = True  # create the shipped demo scenarios in an empty database
+    max_body_bytes: int = 1_000_000
+    max_robots: int = 1000  # per scenario created over the API
+    run_workers: int = 1  # mitigation runs executing at once (each in its own process)
+    progress_interval: float = 0.25  # seconds between progress writes of a run
+    extra_operator_tokens: tuple[str, ...] = field(default=(), repr=False)  # tests inject tokens here
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        base = cls()
+        return cls(
+            database_url=_env("DATABASE_URL", base.database_url),
+            host=_env("HOST", base.host),
+            port=int(_env("PORT", str(base.port))),
+            tokens_file=Path(_env("TOKENS_FILE", str(base.tokens_file))),
+            maps_dir=Path(_env("MAPS_DIR", str(base.maps_dir))),
+            load_shipped=_env("LOAD_SHIPPED", "1").lower() not in ("0", "false", "no"),
+            max_body_bytes=int(_env("MAX_BODY_BYTES", str(base.max_body_bytes))),
+            max_robots=int(_env("MAX_ROBOTS", str(base.max_robots))),
+            run_workers=int(_env("RUN_WORKERS", str(base.run_workers))),
+        )
