@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test plan install clean
+.PHONY: run test test-postgres plan install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ plan: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The service tests against the PostgreSQL server named by TEST_DATABASE_URL (.ci/run starts one).
+test-postgres: $(STAMP)
+	@test -n "$(TEST_DATABASE_URL)" || { echo "set TEST_DATABASE_URL=postgresql+psycopg://user:pass@host/db"; exit 2; }
+	TEST_DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) -m pytest -q -m service
 
 clean:
 	rm -rf $(VENV) .pytest_cache

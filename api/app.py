@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -114,5 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (meta, scenarios, rules, runs, robots):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=meta.STATIC), name="static")
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app
