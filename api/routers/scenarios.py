@@ -11,7 +11,7 @@ from planner.scenario import generate_scenario
 
 from .. import repository
 from ..db import Database
-from ..deps import get_db, get_fleets, get_operator, get_principal, get_settings
+from ..deps import get_db, get_fleets, get_operator, get_settings
 from ..errors import COMMON, CONFLICT, NOT_FOUND
 from ..fleets import FleetStore, decode_array, most_likely_path, rules_to_json, tasks_to_json, world_of
 from ..models import RobotTokenRow, RuleVersionRow, ScenarioRow
@@ -89,12 +89,9 @@ def list_scenarios(db: Database = Depends(get_db), _: Principal = Depends(get_op
 
 @router.get("/scenarios/{scenario_id}", response_model=ScenarioOut, responses={**COMMON, **NOT_FOUND},
             summary="Read a scenario")
-def get_scenario(scenario_id: int, db: Database = Depends(get_db), principal: Principal = Depends(get_principal)):
+def get_scenario(scenario_id: int, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
     with db.transaction() as session:
-        row = repository.scenario(session, scenario_id)
-        if principal.role == "robot" and principal.scenario_id != scenario_id:
-            raise HTTPException(403, "this token belongs to another scenario")
-        return scenario_out(session, row)
+        return scenario_out(session, repository.scenario(session, scenario_id))
 
 
 @router.delete("/scenarios/{scenario_id}", status_code=status.HTTP_204_NO_CONTENT,
