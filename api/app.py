@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from sqlalchemy.exc import IntegrityError
 
 from .db import Database
@@ -16,7 +18,7 @@ from .fleets import FleetStore
 from .jobs import RunManager
 from .models import ScenarioRow
 from .routers import meta, robots, rules, runs, scenarios
-from .schemas import ScenarioCreate
+from .schemas import ErrorDetail, ScenarioCreate
 from .security import hash_token, read_operator_tokens
 from .settings import Settings
 
@@ -106,8 +108,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "create scenarios, edit NSE rules, start mitigation runs and compare them. Every endpoint "
                     "except health needs a bearer token (operator, or a robot token bound to one robot).",
         lifespan=lifespan,
+        responses={400: {"model": ErrorDetail, "description": "The body could not be read"},
+                   413: {"model": ErrorDetail, "description": "The body is larger than the limit"}},
     )
     install_handlers(app)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        if error.status_code == 405:  # name every method of the path, not just the first route's
+            allowed = set()
+            for route in app.router.routes:
+                match, _ = route.matches(request.scope)
+                if match is not Match.NONE:
+                    allowed |= getattr(route, "methods", None) or set()
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(IntegrityError)
     async def _conflict(_request, _error: IntegrityError) -> JSONResponse:

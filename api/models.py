@@ -6,11 +6,27 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
                         UniqueConstraint)
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it without the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.astimezone(timezone.utc) if value is not None and value.tzinfo else value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -29,7 +45,7 @@ class ScenarioRow(Base):
     seed: Mapped[int] = mapped_column(Integer)
     slack: Mapped[float] = mapped_column(Float)
     tasks: Mapped[list] = mapped_column(JSON)  # [{id, start, kind, items, option, count}]
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     rule_versions: Mapped[list["RuleVersionRow"]] = relationship(
         back_populates="scenario", cascade="all, delete-orphan", order_by="RuleVersionRow.version")
@@ -47,7 +63,7 @@ class RuleVersionRow(Base):
     rules: Mapped[list] = mapped_column(JSON)  # [{zone, feature, value, weight, sensitivity}]
     min_count: Mapped[int] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     scenario: Mapped[ScenarioRow] = relationship(back_populates="rule_versions")
 
@@ -66,9 +82,9 @@ class RunRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # MitigationResult.as_dict() minus robots
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     scenario: Mapped[ScenarioRow] = relationship(back_populates="runs")
     robots: Mapped[list["RunRobotRow"]] = relationship(back_populates="run", cascade="all, delete-orphan",
@@ -106,7 +122,7 @@ class ObservationRow(Base):
     state: Mapped[list] = mapped_column(JSON)
     state_index: Mapped[int] = mapped_column(Integer)
     joint_penalty: Mapped[float] = mapped_column(Float)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class RobotTokenRow(Base):
@@ -118,4 +134,4 @@ class RobotTokenRow(Base):
     scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"), index=True)
     robot_id: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

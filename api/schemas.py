@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from metareasoner.mitigation import METHODS
@@ -34,10 +35,15 @@ class ShippedMap(BaseModel):
 
 # -- scenarios ---------------------------------------------------------------------------
 class ScenarioCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["map"], "not": {"required": ["map_text"]}},
+        {"required": ["map_text"], "not": {"required": ["map"]}}]})
+
     name: str | None = Field(None, min_length=1, max_length=200, description="Display name (default: the map's name)")
-    map: str | None = Field(None, min_length=1, max_length=200,
+    # not nullable: omit the one you do not give (the schema says exactly one, as oneOf)
+    map: str = Field(None, min_length=1, max_length=200,
                             description="Name of a shipped map (see GET /api/v1/maps); give this or `map_text`")
-    map_text: str | None = Field(None, min_length=1,
+    map_text: str = Field(None, min_length=1,
                                  description="A whole map file inline (format: maps/README.md); give this or `map`")
     robots: int = Field(ge=1, le=100_000, description="Number of robots: the map's own first, then generated ones")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the generated robots' tasks")
@@ -136,7 +142,7 @@ class RunCreate(Strict):
     rounds: int = Field(1, ge=1, le=20, description="Round limit of iterative mitigation")
     episodes: int = Field(100, ge=2, le=10_000, description="Monte Carlo episodes blamed per round")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the rollouts")
-    rule_version: int | None = Field(None, ge=1, description="Rule set version to use (default: the newest)")
+    rule_version: int | None = Field(None, ge=1, le=2**31 - 1, description="Rule set version to use (default: the newest)")
 
 
 class RobotResult(BaseModel):
@@ -219,7 +225,7 @@ class PenaltyTableOut(BaseModel):
 
 
 class StateIn(Strict):
-    state: list[int] = Field(min_length=1, max_length=64,
+    state: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(min_length=1, max_length=64,
                              description="The robot's current state: value indices in the order of the policy's `features`")
 
 
@@ -249,3 +255,11 @@ class TokenOut(BaseModel):
     scenario_id: int = Field(description="Scenario id")
     robot_id: str = Field(description="Robot id")
     token: str = Field(description="The bearer token; shown only now, stored hashed")
+
+
+# -- path parameters ---------------------------------------------------------------------
+MAX_ID = 2**31 - 1
+ScenarioId = Annotated[int, Path(ge=1, le=MAX_ID, description="Scenario id")]
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="Run id")]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_ID, description="Rule set version")]
+RobotId = Annotated[str, Path(min_length=1, max_length=100, description="Robot id")]

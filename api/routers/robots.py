@@ -12,7 +12,7 @@ from ..errors import COMMON, NOT_FOUND
 from ..fleets import (FleetStore, NotFound, decode_array, policy_table, robot_position, state_index,
                       zone_and_value)
 from ..models import ObservationRow
-from ..schemas import MonitorOut, ObservationOut, PenaltyOut, PenaltyTableOut, PolicyOut, StateIn
+from ..schemas import ScenarioId, RobotId, MonitorOut, ObservationOut, PenaltyOut, PenaltyTableOut, PolicyOut, StateIn
 from ..security import Principal, require_robot
 
 router = APIRouter(prefix="/api/v1/scenarios/{scenario_id}", tags=["robots"])
@@ -47,7 +47,7 @@ def _parse_state(text: str) -> list[int]:
 
 @router.get("/robots/{robot_id}/policy", response_model=PolicyOut, responses={**COMMON, **NOT_FOUND},
             summary="The robot's current policy as a table")
-def get_policy(scenario_id: int, robot_id: str, db: Database = Depends(get_db),
+def get_policy(scenario_id: ScenarioId, robot_id: RobotId, db: Database = Depends(get_db),
                fleets: FleetStore = Depends(get_fleets), principal: Principal = Depends(get_principal)):
     require_robot(principal, scenario_id, robot_id)
     fleet, position, run_id, stored = _robot_context(db, fleets, scenario_id, robot_id)
@@ -58,7 +58,7 @@ def get_policy(scenario_id: int, robot_id: str, db: Database = Depends(get_db),
 
 @router.get("/robots/{robot_id}/penalties", response_model=PenaltyTableOut, responses={**COMMON, **NOT_FOUND},
             summary="The robot's local NSE penalty in every state")
-def get_penalties(scenario_id: int, robot_id: str, db: Database = Depends(get_db),
+def get_penalties(scenario_id: ScenarioId, robot_id: RobotId, db: Database = Depends(get_db),
                   fleets: FleetStore = Depends(get_fleets), principal: Principal = Depends(get_principal)):
     require_robot(principal, scenario_id, robot_id)
     fleet, position, run_id, stored = _robot_context(db, fleets, scenario_id, robot_id)
@@ -70,8 +70,9 @@ def get_penalties(scenario_id: int, robot_id: str, db: Database = Depends(get_db
 
 @router.get("/robots/{robot_id}/penalty", response_model=PenaltyOut, responses={**COMMON, **NOT_FOUND, **BAD_STATE},
             summary="The robot's local NSE penalty in one state")
-def get_penalty(scenario_id: int, robot_id: str,
-                state: str = Query(max_length=1000, description="The state: comma-separated value indices, e.g. 1,1,0,0,0"),
+def get_penalty(scenario_id: ScenarioId, robot_id: RobotId,
+                state: str = Query(pattern=r"^[0-9]{1,9}(,[0-9]{1,9}){0,63}$",
+                                   description="The state: comma-separated value indices, e.g. 1,1,0,0,0"),
                 db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
                 principal: Principal = Depends(get_principal)):
     require_robot(principal, scenario_id, robot_id)
@@ -98,7 +99,7 @@ def _joint(fleet, penalty, latest: dict[str, int]) -> tuple[float, np.ndarray]:
 
 @router.post("/robots/{robot_id}/state", response_model=ObservationOut,
              responses={**COMMON, **NOT_FOUND, **BAD_STATE}, summary="Report the robot's current state")
-def post_state(scenario_id: int, robot_id: str, body: StateIn, db: Database = Depends(get_db),
+def post_state(scenario_id: ScenarioId, robot_id: RobotId, body: StateIn, db: Database = Depends(get_db),
                fleets: FleetStore = Depends(get_fleets), principal: Principal = Depends(get_principal)):
     require_robot(principal, scenario_id, robot_id)
     fleet, position, _, _ = _robot_context(db, fleets, scenario_id, robot_id)
@@ -119,7 +120,7 @@ def post_state(scenario_id: int, robot_id: str, body: StateIn, db: Database = De
 
 @router.get("/monitor", response_model=MonitorOut, responses={**COMMON, **NOT_FOUND},
             summary="Live NSE monitor from the robots' reported states")
-def get_monitor(scenario_id: int, db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
+def get_monitor(scenario_id: ScenarioId, db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
                 _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         row = repository.scenario(session, scenario_id)

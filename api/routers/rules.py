@@ -12,7 +12,7 @@ from ..deps import get_db, get_operator
 from ..errors import COMMON, NOT_FOUND, rule_error_detail
 from ..fleets import rules_to_json, world_of
 from ..models import RuleVersionRow
-from ..schemas import RuleSetIn, RuleSetOut
+from ..schemas import ScenarioId, VersionNumber, RuleSetIn, RuleSetOut
 from ..security import Principal
 
 router = APIRouter(prefix="/api/v1/scenarios/{scenario_id}/rules", tags=["rules"])
@@ -24,13 +24,13 @@ def version_out(row: RuleVersionRow) -> RuleSetOut:
 
 
 @router.get("", response_model=list[RuleSetOut], responses={**COMMON, **NOT_FOUND}, summary="Every rule set version")
-def list_versions(scenario_id: int, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
+def list_versions(scenario_id: ScenarioId, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         return [version_out(v) for v in repository.scenario(session, scenario_id).rule_versions]
 
 
 @router.get("/{version}", response_model=RuleSetOut, responses={**COMMON, **NOT_FOUND}, summary="One rule set version")
-def get_version(scenario_id: int, version: int, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
+def get_version(scenario_id: ScenarioId, version: VersionNumber, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         repository.scenario(session, scenario_id)
         return version_out(repository.rule_version(session, scenario_id, version))
@@ -39,7 +39,7 @@ def get_version(scenario_id: int, version: int, db: Database = Depends(get_db), 
 @router.post("", response_model=RuleSetOut, status_code=status.HTTP_201_CREATED,
              responses={**COMMON, **NOT_FOUND, 422: {"description": "A rule names an unknown zone, feature or value"}},
              summary="Replace the rules (a new version)")
-def post_version(scenario_id: int, body: RuleSetIn, db: Database = Depends(get_db),
+def post_version(scenario_id: ScenarioId, body: RuleSetIn, db: Database = Depends(get_db),
                  _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         scenario = repository.scenario(session, scenario_id)

@@ -2,7 +2,10 @@
 interrupted one, compare runs."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import Field
 from sqlalchemy import select
 
 from .. import repository
@@ -11,7 +14,7 @@ from ..deps import get_db, get_operator, get_runs
 from ..errors import COMMON, CONFLICT, NOT_FOUND
 from ..jobs import RunManager
 from ..models import RunRow
-from ..schemas import RobotResult, RunComparison, RunCreate, RunDetail, RunOut
+from ..schemas import MAX_ID, ScenarioId, RunId, RobotResult, RunComparison, RunCreate, RunDetail, RunOut
 from ..security import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
@@ -31,7 +34,7 @@ def run_out(row: RunRow, detail: bool = False) -> RunOut | RunDetail:
 
 @router.post("/scenarios/{scenario_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
              responses={**COMMON, **NOT_FOUND}, summary="Start a mitigation run (replanning) in the background")
-def post_run(scenario_id: int, body: RunCreate, db: Database = Depends(get_db), runs: RunManager = Depends(get_runs),
+def post_run(scenario_id: ScenarioId, body: RunCreate, db: Database = Depends(get_db), runs: RunManager = Depends(get_runs),
              _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         repository.scenario(session, scenario_id)
@@ -48,7 +51,7 @@ def post_run(scenario_id: int, body: RunCreate, db: Database = Depends(get_db), 
 
 @router.get("/scenarios/{scenario_id}/runs", response_model=list[RunOut], responses={**COMMON, **NOT_FOUND},
             summary="Runs of a scenario, oldest first")
-def list_runs(scenario_id: int, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
+def list_runs(scenario_id: ScenarioId, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         return [run_out(r) for r in repository.scenario(session, scenario_id).runs]
 
@@ -56,11 +59,9 @@ def list_runs(scenario_id: int, db: Database = Depends(get_db), _: Principal = D
 @router.get("/runs/compare", response_model=RunComparison,
             responses={**COMMON, **NOT_FOUND, 422: {"description": "Fewer than two or more than 20 run ids"}},
             summary="Compare runs side by side")
-def compare_runs(ids: list[int] = Query(description="Run ids to compare (2 to 20)"), db: Database = Depends(get_db),
-                 _: Principal = Depends(get_operator)):
-    if not 2 <= len(ids) <= 20:
-        raise HTTPException(422, [{"loc": ["query", "ids"], "type": "value_error",
-                                   "msg": f"give 2 to 20 run ids, got {len(ids)}"}])
+def compare_runs(ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]],
+                                 Query(min_length=2, max_length=20, description="Run ids to compare (2 to 20)")],
+                 db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         rows = [repository.run(session, i) for i in ids]
         out = [run_out(r, detail=True) for r in rows]
@@ -71,14 +72,14 @@ def compare_runs(ids: list[int] = Query(description="Run ids to compare (2 to 20
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses={**COMMON, **NOT_FOUND},
             summary="A run: status, phase, progress and results")
-def get_run(run_id: int, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
+def get_run(run_id: RunId, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         return run_out(repository.run(session, run_id), detail=True)
 
 
 @router.post("/runs/{run_id}/restart", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
              responses={**COMMON, **NOT_FOUND, **CONFLICT}, summary="Start an interrupted or failed run again")
-def restart_run(run_id: int, db: Database = Depends(get_db), runs: RunManager = Depends(get_runs),
+def restart_run(run_id: RunId, db: Database = Depends(get_db), runs: RunManager = Depends(get_runs),
                 _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         row = session.scalar(select(RunRow).where(RunRow.id == run_id).with_for_update())

@@ -15,7 +15,7 @@ from ..deps import get_db, get_fleets, get_operator, get_settings
 from ..errors import COMMON, CONFLICT, NOT_FOUND
 from ..fleets import FleetStore, decode_array, most_likely_path, rules_to_json, tasks_to_json, world_of
 from ..models import RobotTokenRow, RuleVersionRow, ScenarioRow
-from ..schemas import MapOut, RobotPath, ScenarioCreate, ScenarioOut, ShippedMap, TaskOut, TokenCreate, TokenOut, ZoneOut
+from ..schemas import ScenarioId, MapOut, RobotPath, ScenarioCreate, ScenarioOut, ShippedMap, TaskOut, TokenCreate, TokenOut, ZoneOut
 from ..security import Principal, hash_token, new_token
 from ..settings import Settings
 
@@ -89,14 +89,14 @@ def list_scenarios(db: Database = Depends(get_db), _: Principal = Depends(get_op
 
 @router.get("/scenarios/{scenario_id}", response_model=ScenarioOut, responses={**COMMON, **NOT_FOUND},
             summary="Read a scenario")
-def get_scenario(scenario_id: int, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
+def get_scenario(scenario_id: ScenarioId, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         return scenario_out(session, repository.scenario(session, scenario_id))
 
 
 @router.delete("/scenarios/{scenario_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses={**COMMON, **NOT_FOUND, **CONFLICT}, summary="Delete a scenario with its runs")
-def delete_scenario(scenario_id: int, db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
+def delete_scenario(scenario_id: ScenarioId, db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
                     _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         row = repository.scenario(session, scenario_id)
@@ -110,7 +110,7 @@ def delete_scenario(scenario_id: int, db: Database = Depends(get_db), fleets: Fl
 
 @router.get("/scenarios/{scenario_id}/map", response_model=MapOut, responses={**COMMON, **NOT_FOUND},
             summary="The map, zones and robots' planned paths, for drawing")
-def get_map(scenario_id: int, db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
+def get_map(scenario_id: ScenarioId, db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
             _: Principal = Depends(get_operator)):
     with db.transaction() as session:
         row = repository.scenario(session, scenario_id)
@@ -132,7 +132,7 @@ def get_map(scenario_id: int, db: Database = Depends(get_db), fleets: FleetStore
 
 @router.post("/scenarios/{scenario_id}/tokens", response_model=TokenOut, status_code=status.HTTP_201_CREATED,
              responses={**COMMON, **NOT_FOUND}, summary="Make a robot token (shown once, stored hashed)")
-def post_token(scenario_id: int, body: TokenCreate, db: Database = Depends(get_db),
+def post_token(scenario_id: ScenarioId, body: TokenCreate, db: Database = Depends(get_db),
                _: Principal = Depends(get_operator)):
     token = new_token()
     with db.transaction() as session:
