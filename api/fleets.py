@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -76,10 +76,23 @@ def decode_array(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+@dataclass(frozen=True)
+class RobotArrays:
+    """A robot's policy and local penalty from a finished run (both never change)."""
+
+    policy: np.ndarray
+    local_penalty: np.ndarray | None
+
+
 class FleetStore:
-    """Planned fleets by scenario; each is planned once, under a per-scenario lock."""
+    """Planned fleets by scenario; each is planned once, under a per-scenario lock. Also keeps
+    what never changes once written: scenario rows and the arrays of finished runs."""
+
+    MAX_CACHED_ARRAYS = 4096
 
     def __init__(self) -> None:
+        self._rows: dict[int, ScenarioRow] = {}
+        self._arrays: dict[tuple[int, str], RobotArrays | None] = {}
         self._fleets: dict[tuple, Fleet] = {}
         self._locks: dict[tuple, threading.Lock] = {}
         self._penalties: dict[tuple, NSEPenalty] = {}
@@ -109,8 +122,37 @@ class FleetStore:
                 self._penalties[key] = cached
         return cached
 
+    def scenario_row(self, db, scenario_id: int) -> ScenarioRow:
+        row = self._rows.get(scenario_id)
+        if row is None:
+            with db.sessions() as session:
+                row = session.get(ScenarioRow, scenario_id)
+                if row is None:
+                    raise NotFound(f"no scenario {scenario_id}")
+                session.expunge(row)
+            with self._guard:
+                self._rows[scenario_id] = row
+        return row
+
+    def run_arrays(self, db, run_id: int, robot_id: str) -> RobotArrays | None:
+        key = (run_id, robot_id)
+        if key not in self._arrays:
+            from .models import RunRobotRow
+
+            with db.sessions() as session:
+                stored = session.query(RunRobotRow).filter_by(run_id=run_id, robot_id=robot_id).one_or_none()
+                arrays = None if stored is None else RobotArrays(
+                    decode_array(stored.policy).astype(np.int64),
+                    None if stored.local_penalty is None else decode_array(stored.local_penalty))
+            with self._guard:
+                if len(self._arrays) >= self.MAX_CACHED_ARRAYS:
+                    self._arrays.clear()
+                self._arrays[key] = arrays
+        return self._arrays[key]
+
     def forget(self, scenario_id: int) -> None:
         with self._guard:
+            self._rows.pop(scenario_id, None)
             for key in [k for k in self._fleets if k[0] == scenario_id]:
                 del self._fleets[key]
             for key in [k for k in self._penalties if k[0] == scenario_id]:

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .fleets import NotFound
-from .models import ObservationRow, RuleVersionRow, RunRobotRow, RunRow, ScenarioRow
+from .models import ObservationRow, RuleVersionRow, RunRow, ScenarioRow
 
 
 def scenario(session: Session, scenario_id: int) -> ScenarioRow:
@@ -39,14 +39,15 @@ def current_run(session: Session, scenario_id: int) -> RunRow | None:
                           .order_by(RunRow.id.desc()).limit(1))
 
 
+def current_run_id(session: Session, scenario_id: int) -> int | None:
+    return session.scalar(select(func.max(RunRow.id)).where(RunRow.scenario_id == scenario_id,
+                                                            RunRow.status == "succeeded"))
+
+
 def active_run(session: Session, scenario_id: int) -> RunRow | None:
     return session.scalar(select(RunRow).where(RunRow.scenario_id == scenario_id,
                                                RunRow.status.in_(("queued", "running")))
                           .order_by(RunRow.id).limit(1))
-
-
-def run_robot(session: Session, run_id: int, robot_id: str) -> RunRobotRow | None:
-    return session.scalar(select(RunRobotRow).where(RunRobotRow.run_id == run_id, RunRobotRow.robot_id == robot_id))
 
 
 def latest_observations(session: Session, scenario_id: int) -> list[ObservationRow]:

@@ -9,7 +9,7 @@ from .. import repository
 from ..db import Database
 from ..deps import get_db, get_fleets, get_operator, get_principal
 from ..errors import COMMON, NOT_FOUND
-from ..fleets import (FleetStore, NotFound, decode_array, policy_table, robot_position, state_index,
+from ..fleets import (FleetStore, NotFound, policy_table, robot_position, state_index,
                       zone_and_value)
 from ..models import ObservationRow
 from ..schemas import ScenarioId, RobotId, MonitorOut, ObservationOut, PenaltyOut, PenaltyTableOut, PolicyOut, StateIn
@@ -20,29 +20,24 @@ BAD_STATE = {422: {"description": "The state is malformed or not in the robot's 
 
 
 def _robot_context(db: Database, fleets: FleetStore, scenario_id: int, robot_id: str):
-    """(fleet, robot position, current run id, its stored row for this robot or None)."""
-    with db.transaction() as session:
-        row = repository.scenario(session, scenario_id)
-        if robot_id not in {t["id"] for t in row.tasks}:
-            raise NotFound(f"no robot {robot_id!r} in scenario {scenario_id}")
-        current = repository.current_run(session, scenario_id)
-        stored = repository.run_robot(session, current.id, robot_id) if current else None
+    """(fleet, robot position, current run id, the robot's RobotArrays of that run or None).
+
+    One query per call (the current run id); the scenario and the run's arrays never
+    change once written, so they come from memory after the first time."""
+    row = fleets.scenario_row(db, scenario_id)
+    if robot_id not in {t["id"] for t in row.tasks}:
+        raise NotFound(f"no robot {robot_id!r} in scenario {scenario_id}")
+    with db.sessions() as session:
+        run_id = repository.current_run_id(session, scenario_id)
     fleet = fleets.get(row)
-    return fleet, robot_position(fleet, robot_id), (current.id if current else None), stored
+    arrays = fleets.run_arrays(db, run_id, robot_id) if run_id is not None else None
+    return fleet, robot_position(fleet, robot_id), run_id, arrays
 
 
-def _local_penalty(fleet, position: int, stored) -> np.ndarray:
-    if stored is None or stored.local_penalty is None:
+def _local_penalty(fleet, position: int, arrays) -> np.ndarray:
+    if arrays is None or arrays.local_penalty is None:
         return np.zeros(fleet.plans[position].mdp.n_states)
-    return decode_array(stored.local_penalty)
-
-
-def _parse_state(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise HTTPException(422, [{"loc": ["query", "state"], "type": "value_error",
-                                   "msg": f"state must be comma-separated integers, got {text!r}"}]) from None
+    return arrays.local_penalty
 
 
 @router.get("/robots/{robot_id}/policy", response_model=PolicyOut, responses={**COMMON, **NOT_FOUND},
@@ -52,7 +47,7 @@ def get_policy(scenario_id: ScenarioId, robot_id: RobotId, db: Database = Depend
     require_robot(principal, scenario_id, robot_id)
     fleet, position, run_id, stored = _robot_context(db, fleets, scenario_id, robot_id)
     plan = fleet.plans[position]
-    policy = decode_array(stored.policy).astype(np.int64) if stored is not None else plan.policy
+    policy = stored.policy if stored is not None else plan.policy
     return PolicyOut(scenario_id=scenario_id, robot_id=robot_id, run_id=run_id, **policy_table(plan, policy))
 
 
@@ -76,7 +71,7 @@ def get_penalty(scenario_id: ScenarioId, robot_id: RobotId,
                 db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
                 principal: Principal = Depends(get_principal)):
     require_robot(principal, scenario_id, robot_id)
-    values = _parse_state(state)
+    values = [int(part) for part in state.split(",")]  # the pattern admits only digits and commas
     fleet, position, run_id, stored = _robot_context(db, fleets, scenario_id, robot_id)
     try:
         index = state_index(fleet.plans[position], values)

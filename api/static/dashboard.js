@@ -17,6 +17,8 @@
                         "#4d7c0f", "#9a3412", "#475569"];
   const ZONE_COLORS = ["#f59e0b", "#38bdf8", "#a3e635", "#f472b6", "#a78bfa", "#fb923c", "#34d399", "#facc15"];
   const SVG_NS = "http://www.w3.org/2000/svg";
+  const WALLS = "#X"; // wall symbols: salp and warehouse rock/racks, Overcooked counters
+  const LABEL_SPOTS = [[0, -0.5], [0, 0.62], [-0.62, 0.06], [0.62, 0.06], [-0.5, -0.5], [0.5, -0.5], [-0.5, 0.62], [0.5, 0.62]];
 
   const state = {
     token: null,
@@ -397,14 +399,16 @@
     });
     const defs = s("defs");
     const cells = s("g", { class: "cells" });
+    let hasBlocks = false;
     const labels = s("g", { class: "cell-labels" });
     map.grid.forEach((row, y) => {
       [...row].forEach((ch, x) => {
         const open = Boolean(map.passable[y] && map.passable[y][x]);
-        const kind = open ? "cell" : ch === "#" ? "wall" : "block";
+        const kind = open ? "cell" : WALLS.includes(ch) ? "wall" : "block";
         cells.append(s("rect", { x: x * C, y: y * C, width: C, height: C, class: kind,
                                  "data-testid": kind === "wall" ? "wall" : null }));
-        if (!/[#. 0-9]/.test(ch)) {
+        hasBlocks = hasBlocks || kind === "block";
+        if (kind !== "wall" && !/[. 0-9]/.test(ch)) {
           labels.append(s("text", { x: x * C + C / 2, y: y * C + C / 2, class: open ? "cell-label" : "cell-label on-dark" }, ch));
         }
       });
@@ -419,7 +423,12 @@
 
     const robots = s("g", { class: "robots" });
     const lanes = Math.min(map.robots.length, 4);
+    const sharing = new Map(); // robots starting on one cell get their labels around it
     map.robots.forEach((robot, i) => {
+      const key = robot.start.join(",");
+      const k = sharing.get(key) || 0;
+      sharing.set(key, k + 1);
+      const [lx, ly] = LABEL_SPOTS[k % LABEL_SPOTS.length];
       const color = robotColor(i);
       const shift = lanes > 1 ? ((i % lanes) - (lanes - 1) / 2) * C * 0.14 : 0;
       const at = ([x, y]) => [x * C + C / 2 + shift, y * C + C / 2 + shift];
@@ -436,7 +445,7 @@
         }));
       }
       group.append(s("circle", { cx: sx, cy: sy, r: C * 0.3, fill: color, class: "start", "data-testid": "robot-start" }));
-      group.append(s("text", { x: sx, y: sy - C * 0.42, class: "robot-label", fill: color }, robot.id));
+      group.append(s("text", { x: sx + lx * C, y: sy + ly * C, class: "robot-label", fill: color }, robot.id));
       robots.append(group);
     });
 
@@ -449,14 +458,15 @@
     source.dataset.runId = map.run_id ?? "";
 
     const legend = [
-      h("li", {}, h("span", { class: "swatch wall" }), "wall / obstacle"),
+      h("li", {}, h("span", { class: "swatch wall" }), "wall"),
+      hasBlocks ? h("li", {}, h("span", { class: "swatch block" }), "fixture (map symbol)") : null,
       ...map.zones.map((zone, i) => h("li", { "data-testid": "legend-zone", "data-zone": zone.name },
         h("span", { class: "swatch", style: `background:${zoneColor(i)}` }), `NSE zone ${zone.name}`)),
       ...map.robots.slice(0, 20).map((robot, i) => h("li", { "data-testid": "legend-robot" },
         h("span", { class: "swatch line", style: `background:${robotColor(i)}` }), robot.id)),
     ];
     if (map.robots.length > 20) legend.push(h("li", { class: "hint" }, `and ${map.robots.length - 20} more robots`));
-    $("map-legend").replaceChildren(...legend);
+    $("map-legend").replaceChildren(...legend.filter(Boolean));
   }
 
   // -- runs --------------------------------------------------------------------------------
