@@ -157,13 +157,15 @@
   }
 
   // -- authentication ----------------------------------------------------------------------
+  /** The token of a `#token=...` fragment, which is then removed from the address bar (and history). */
   function tokenFromFragment() {
-    const params = new URLSearchParams(location.hash.replace(/^#/, ""));
-    const token = params.get("token");
-    if (token === null) return null;
-    params.delete("token");
-    const rest = params.toString();
+    const parts = location.hash.replace(/^#/, "").split("&").filter(Boolean);
+    const found = parts.find((p) => p.startsWith("token="));
+    if (found === undefined) return null;
+    const rest = parts.filter((p) => p !== found).join("&");
     history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+    let token = found.slice("token=".length);
+    try { token = decodeURIComponent(token); } catch { /* keep it as typed */ }
     return token.trim() || null;
   }
 
