@@ -245,6 +245,7 @@ class MonitorOut(BaseModel):
     observations: int = Field(description="Number of state reports")
     zones_in_violation: list[str] = Field(description="Zones whose current penalty is above zero")
     zone_penalties: dict[str, float] = Field(description="Current penalty per zone")
+    positions: dict[str, list[int]] = Field(description="Each reporting robot's current cell [x, y]")
 
 
 class TokenCreate(Strict):

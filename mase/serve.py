@@ -17,13 +17,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  if v is not None}
     settings = dataclasses.replace(settings, **overrides)
     created = ensure_tokens_file(settings.tokens_file)
+    dashboard = f"http://{settings.host}:{settings.port}/dashboard"
     if created:
-        # shown once, at creation; afterwards it is only in the tokens file
-        print(f"mase: created {settings.tokens_file} with a new operator token: {created}", flush=True)
+        # shown once, at creation (the #fragment never reaches the server or its log)
+        print(f"mase: created {settings.tokens_file} with a new operator token", flush=True)
+        print(f"mase: dashboard at {dashboard}#token={created}", flush=True)
     else:
-        print(f"mase: operator tokens are in {settings.tokens_file}", flush=True)
-    print(f"mase: dashboard at http://{settings.host}:{settings.port}/dashboard "
-          f"(API docs at /docs; database {settings.database_url.split('://')[0]})", flush=True)
+        print(f"mase: dashboard at {dashboard} (operator tokens are in {settings.tokens_file})", flush=True)
+    print(f"mase: API docs at http://{settings.host}:{settings.port}/docs; "
+          f"database {settings.database_url.split('://')[0]}", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
 

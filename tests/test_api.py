@@ -220,6 +220,7 @@ def test_live_monitor_from_reported_states(client, settings):
     monitor = client.get(f"/api/v1/scenarios/{DEMO}/monitor", headers=AUTH).json()
     assert monitor["current_penalty"] == pytest.approx(expected)
     assert monitor["zones_in_violation"] == ["reef"] and monitor["reporting_robots"] == ["tb1", "tb2"]
+    assert monitor["positions"] == {r: states[r][0][:2] for r in ("tb1", "tb2")}
     assert monitor["observations"] == 2 and monitor["nse_state_rate"] == pytest.approx(0.5)
     client.post(f"/api/v1/scenarios/{DEMO}/robots/tb2/state", headers=AUTH, json={"state": states["tb2"][1]})
     monitor = client.get(f"/api/v1/scenarios/{DEMO}/monitor", headers=AUTH).json()

@@ -120,11 +120,14 @@ def get_monitor(scenario_id: ScenarioId, db: Database = Depends(get_db), fleets:
     with db.transaction() as session:
         row = repository.scenario(session, scenario_id)
         version = repository.rule_version(session, scenario_id)
-        latest = {o.robot_id: o.state_index for o in repository.latest_observations(session, scenario_id)}
+        observations = repository.latest_observations(session, scenario_id)
+        latest = {o.robot_id: o.state_index for o in observations}
+        positions = {o.robot_id: list(o.state[:2]) for o in observations}  # x, y lead every state
         total, nse = repository.observation_counts(session, scenario_id)
     penalty = fleets.penalty(row, version)
     joint, zones = _joint(fleets.get(row), penalty, latest) if latest else (0.0, np.zeros(len(penalty.zone_names) + 1))
     per_zone = {name: float(zones[k + 1]) for k, name in enumerate(penalty.zone_names)}
     return MonitorOut(scenario_id=scenario_id, rule_version=version.version, reporting_robots=sorted(latest),
                       current_penalty=joint, nse_state_rate=(nse / total) if total else None, observations=total,
-                      zones_in_violation=[z for z, p in per_zone.items() if p > 0], zone_penalties=per_zone)
+                      zones_in_violation=[z for z, p in per_zone.items() if p > 0], zone_penalties=per_zone,
+                      positions=positions)
