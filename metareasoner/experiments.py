@@ -36,9 +36,10 @@ MAPS_DIR = Path(__file__).resolve().parent.parent / "maps"
 N_INSTANCES = 5  # maps/<domain>/<domain>-1..5.map
 RECON_METHODS = ("recon", "gen-recon", "gen-recon-cf")
 PAPER_BASELINES = ("naive", "difference-reward", "considerate")
-# Exchange value is left out by default: one run on a 10-robot salp fleet took 783 s (every other
-# method takes under 1 s there) and it raised J_N (27.40 -> 27.56); pass methods=METHODS to include it.
-DEFAULT_METHODS = tuple(m for m in METHODS if m != "exchange")
+# Every method, the exchange values (from the model and from logs) included: the 783 s exchange-value
+# probe of an earlier run was a solver bug (fixed); both now take about as long as RECON.
+DEFAULT_METHODS = METHODS
+EXCHANGE_METHODS = ("exchange", "exchange-logs")  # they compare robots: fleets of at least 2
 
 ROW_COLUMNS = (
     "experiment", "domain", "instance", "map", "seed", "robots", "method", "update_fraction",
@@ -91,8 +92,9 @@ class ExperimentConfig:
             need(0.0 <= f <= 1.0, f"update fractions must be in [0, 1], got {f}")
         for m in (*self.methods, *self.fraction_methods):
             need(m in METHODS, f"unknown method {m!r}; methods: {', '.join(METHODS)}")
-        if "exchange" in self.methods:
-            need(min(self.sizes) >= 2, "the exchange method needs fleets of at least 2 robots")
+        for m in EXCHANGE_METHODS:
+            if m in self.methods:
+                need(min(self.sizes) >= 2, f"the {m} method needs fleets of at least 2 robots")
         need(math.isfinite(self.slack) and self.slack >= 0, f"slack must be finite and >= 0, got {self.slack}")
         need(self.episodes >= 2, f"episodes must be at least 2, got {self.episodes}")
         need(self.rounds >= 1, f"rounds must be at least 1, got {self.rounds}")
@@ -266,7 +268,7 @@ def plot_fraction(summary: list[dict], path: Path) -> None:
             y = np.array([r["nse_after_mean"] for r in mine])
             s = np.array([r["nse_after_std"] for r in mine])
             k = METHODS.index(method)  # distinct line styles: identical curves stay visible
-            line, = ax.plot(x, y, marker="os^vD<>px*"[k], linestyle=("-", "--", ":", "-.")[k % 4], label=method,
+            line, = ax.plot(x, y, marker="os^vD<>px*h"[k % 11], linestyle=("-", "--", ":", "-.")[k % 4], label=method,
                             markersize=6 - (k % 3))
             ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.15)
         ax.set_title(f"{domain} ({rows[0]['robots']} robots)" if rows else domain)
@@ -297,7 +299,7 @@ def plot_size(summary: list[dict], path: Path, update_fraction: float) -> None:
             x = np.arange(len(sizes)) + (k - (len(methods) - 1) / 2) * width
             # J_N after relative to the naive policy's J_N, so fleets of every size share one scale
             y = [by[n]["nse_after_mean"] / max(by[n]["nse_before_mean"], 1e-12) if n in by else np.nan for n in sizes]
-            ax.bar(x, y, width, label=method, color=cmap(k % 10))
+            ax.bar(x, y, width, label=method, color=cmap(k % 10), hatch="//" if k >= 10 else None)
         ax.set_xticks(np.arange(len(sizes)), [str(n) for n in sizes])
         ax.set_xlabel("robots")
         ax.set_ylabel("J_N after / J_N naive (mean)")
@@ -515,7 +517,8 @@ def _size_tables(size: list[dict], metric: str) -> list[str]:
 
 
 def markdown(config: ExperimentConfig, rows: list[dict], command: str | None = None,
-             wall_seconds: float | None = None) -> str:
+             wall_seconds: float | None = None, notes: str = "") -> str:
+    """RESULTS.md; `notes` (hand-written Markdown, kept across regenerations) follows the comparison."""
     frac, size = aggregate(rows, "fraction"), aggregate(rows, "size")
     out = ["# Experiments: NSE mitigation (paper section V-B)", ""]
     if command:
@@ -530,10 +533,10 @@ def markdown(config: ExperimentConfig, rows: list[dict], command: str | None = N
             "episode (MATH.md section 4); one mitigation round per run. "
             f"{runs} runs" + (f", {wall_seconds / 60:.1f} min wall time." if wall_seconds is not None else "."),
             ""]
-    if "exchange" not in config.methods:
-        out += ["The `exchange` method (exchange value) is not run: in a timing probe one exchange-value mitigation "
-                "of a 10-robot salp fleet took 783 s (every other method took under 1 s on that fleet) and raised "
-                "J_N from 27.40 to 27.56. Run it with `--methods` to include it.", ""]
+    skipped = [m for m in METHODS if m not in config.methods]
+    if skipped:
+        out += [f"Methods not run in experiment (b): {', '.join(f'`{m}`' for m in skipped)} (`--methods` chose "
+                "the others).", ""]
     if max(config.sizes) < 100:
         out += [f"The paper also reports fleets of 100 robots; this run stops at {max(config.sizes)} robots to fit "
                 "its time budget.", ""]
@@ -541,6 +544,8 @@ def markdown(config: ExperimentConfig, rows: list[dict], command: str | None = N
             "`results/size_summary.csv`, `results/fraction.png`, `results/nse_by_method.png`, `results/runtime.png`.",
             ""]
     out += ["## Compared with the paper", ""] + comparison(rows, frac, size, config.slack) + [""]
+    if notes.strip():
+        out += [notes.strip(), ""]
     if frac:
         out += [f"## (a) NSE penalty vs. percentage of robots updated ({config.fraction_size} robots)", "",
                 "![fraction](results/fraction.png)", ""]
@@ -581,7 +586,10 @@ def markdown(config: ExperimentConfig, rows: list[dict], command: str | None = N
 
 def write_results(config: ExperimentConfig, rows: list[dict], out_dir: str | Path, command: str | None = None,
                   wall_seconds: float | None = None) -> dict[str, Path]:
-    """Write `<out>/RESULTS.md` and `<out>/results/*.csv|png`; returns the written paths."""
+    """Write `<out>/RESULTS.md` and `<out>/results/*.csv|png`; returns the written paths.
+
+    Hand-written notes in `<out>/results/notes.md` (investigations, other experiments) are
+    included in RESULTS.md, so regenerating the tables never loses them."""
     out_dir = Path(out_dir)
     res = out_dir / "results"
     res.mkdir(parents=True, exist_ok=True)
@@ -596,7 +604,9 @@ def write_results(config: ExperimentConfig, rows: list[dict], out_dir: str | Pat
     plot_fraction(frac, paths["fraction_png"])
     plot_size(size, paths["size_png"], config.update_fraction)
     plot_runtime(size, paths["runtime_png"])
-    paths["markdown"].write_text(markdown(config, rows, command, wall_seconds))
+    notes = res / "notes.md"
+    paths["markdown"].write_text(markdown(config, rows, command, wall_seconds,
+                                          notes.read_text() if notes.exists() else ""))
     return paths
 
 

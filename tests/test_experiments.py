@@ -9,14 +9,25 @@ import pytest
 
 from conftest import ROOT
 from metareasoner.experiments import ROW_COLUMNS, ExperimentConfig, aggregate, run_and_write
+from metareasoner.mitigation import METHODS
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("experiments")
+    (out / "results").mkdir()
+    (out / "results" / "notes.md").write_text("## Investigations\n\nA hand-written note.\n")
     config = ExperimentConfig.quick()
     rows, paths = run_and_write(config, out, command="test")
     return config, rows, paths, out
+
+
+def test_default_methods_include_the_exchange_values():
+    config = ExperimentConfig()
+    assert {"exchange", "exchange-logs"} <= set(config.methods) and config.methods == METHODS
+    assert {"exchange", "exchange-logs"} <= {r[1] for u in ExperimentConfig.quick().units() for r in u.runs}
+    with pytest.raises(ValueError, match="exchange-logs method needs fleets of at least 2 robots"):
+        ExperimentConfig(sizes=(1, 10), methods=("recon", "exchange-logs"))
 
 
 def test_quick_configuration_is_tiny():
@@ -36,6 +47,8 @@ def test_quick_run_writes_csv_png_and_markdown(quick_run):
     text = paths["markdown"].read_text()
     assert text.startswith("# Experiments")
     assert "## Compared with the paper" in text and "results/fraction.png" in text and "```\ntest\n```" in text
+    # the hand-written notes survive the regeneration, after the comparison and before the tables
+    assert text.index("## Compared with the paper") < text.index("A hand-written note.") < text.index("## (a)")
 
 
 def test_rows_have_the_expected_columns_and_cover_the_configuration(quick_run):
