@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve import add_serve_parser
 
     add_serve_parser(sub)
+    from .ros import add_ros_parser
+
+    add_ros_parser(sub)
     return parser
 
 
