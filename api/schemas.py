@@ -206,6 +206,18 @@ class PolicyOut(BaseModel):
         description="Per state: [next state index, probability] pairs under the policy's action")
 
 
+class RobotStatusOut(BaseModel):
+    scenario_id: int = Field(description="Scenario id")
+    robot_id: str = Field(description="Robot id")
+    run_id: int | None = Field(description="Run whose policy the robot should follow (null: its naive policy)")
+    task: TaskOut = Field(description="The robot's task")
+
+
+class ObservationsCleared(BaseModel):
+    scenario_id: int = Field(description="Scenario id")
+    deleted: int = Field(description="State reports removed; the live monitor starts afresh")
+
+
 class PenaltyOut(BaseModel):
     scenario_id: int = Field(description="Scenario id")
     robot_id: str = Field(description="Robot id")

@@ -158,6 +158,8 @@ def test_run_in_background_equals_the_library(client):
     # robots now follow the run's policies
     scenario = client.get(f"/api/v1/scenarios/{DEMO}", headers=AUTH).json()
     assert scenario["current_run_id"] == run["id"] and scenario["active_run_id"] is None
+    status = client.get(f"/api/v1/scenarios/{DEMO}/robots/tb2", headers=AUTH).json()
+    assert status["run_id"] == run["id"] and status["task"]["start"] == [7, 1]
     for i, robot in enumerate(("tb1", "tb2")):
         policy = client.get(f"/api/v1/scenarios/{DEMO}/robots/{robot}/policy", headers=AUTH).json()
         assert policy["run_id"] == run["id"]
@@ -227,6 +229,10 @@ def test_live_monitor_from_reported_states(client, settings):
     assert monitor["current_penalty"] == 0.0 and monitor["zones_in_violation"] == []
     assert monitor["nse_state_rate"] == pytest.approx(1 / 3)
     assert count(settings, ObservationRow) == 3
+    cleared = client.delete(f"/api/v1/scenarios/{DEMO}/observations", headers=AUTH).json()
+    assert cleared["deleted"] == 3 and count(settings, ObservationRow) == 0
+    monitor = client.get(f"/api/v1/scenarios/{DEMO}/monitor", headers=AUTH).json()
+    assert monitor["observations"] == 0 and monitor["reporting_robots"] == [] and monitor["current_penalty"] == 0
 
 
 def test_runs_of_one_scenario_do_not_race_and_compare(client):

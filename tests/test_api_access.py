@@ -32,16 +32,18 @@ OPERATOR_ONLY = [
     ("POST", "/api/v1/runs/{r}/restart", None),
     ("GET", "/api/v1/runs/compare?ids={r}&ids={r}", None),
     ("GET", "/api/v1/scenarios/{s}/monitor", None),
+    ("DELETE", "/api/v1/scenarios/{s}/observations", None),
     ("DELETE", "/api/v1/scenarios/{o}", None),
 ]
 ROBOT = [  # allowed to the operator and to the robot itself
+    ("GET", "/api/v1/scenarios/{s}/robots/tb1", None),
     ("GET", "/api/v1/scenarios/{s}/robots/tb1/policy", None),
     ("GET", "/api/v1/scenarios/{s}/robots/tb1/penalties", None),
     ("GET", "/api/v1/scenarios/{s}/robots/tb1/penalty?state=" + STATE, None),
     ("POST", "/api/v1/scenarios/{s}/robots/tb1/state", {"state": [1, 1, 0, 0, 0]}),
 ]
 EVERY = OPERATOR_ONLY + ROBOT
-SUCCESS = {"GET": (200,), "POST": (200, 201, 202, 409), "DELETE": (204,)}  # restart of a succeeded run is 409
+SUCCESS = {"GET": (200,), "POST": (200, 201, 202, 409), "DELETE": (200, 204)}  # restart of a succeeded run is 409
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy import delete
 
 from .. import repository
 from ..db import Database
@@ -12,7 +13,7 @@ from ..errors import COMMON, NOT_FOUND
 from ..fleets import (FleetStore, NotFound, policy_table, robot_position, state_index,
                       zone_and_value)
 from ..models import ObservationRow
-from ..schemas import ScenarioId, RobotId, MonitorOut, ObservationOut, PenaltyOut, PenaltyTableOut, PolicyOut, StateIn
+from ..schemas import ScenarioId, RobotId, RobotStatusOut, ObservationsCleared, TaskOut, MonitorOut, ObservationOut, PenaltyOut, PenaltyTableOut, PolicyOut, StateIn
 from ..security import Principal, require_robot
 
 router = APIRouter(prefix="/api/v1/scenarios/{scenario_id}", tags=["robots"])
@@ -38,6 +39,20 @@ def _local_penalty(fleet, position: int, arrays) -> np.ndarray:
     if arrays is None or arrays.local_penalty is None:
         return np.zeros(fleet.plans[position].mdp.n_states)
     return arrays.local_penalty
+
+
+@router.get("/robots/{robot_id}", response_model=RobotStatusOut, responses={**COMMON, **NOT_FOUND},
+            summary="The robot's task and which run's policy it should follow (cheap to poll)")
+def get_robot(scenario_id: ScenarioId, robot_id: RobotId, db: Database = Depends(get_db),
+              fleets: FleetStore = Depends(get_fleets), principal: Principal = Depends(get_principal)):
+    require_robot(principal, scenario_id, robot_id)
+    row = fleets.scenario_row(db, scenario_id)
+    task = next((t for t in row.tasks if t["id"] == robot_id), None)
+    if task is None:
+        raise NotFound(f"no robot {robot_id!r} in scenario {scenario_id}")
+    with db.sessions() as session:
+        run_id = repository.current_run_id(session, scenario_id)
+    return RobotStatusOut(scenario_id=scenario_id, robot_id=robot_id, run_id=run_id, task=TaskOut(**task))
 
 
 @router.get("/robots/{robot_id}/policy", response_model=PolicyOut, responses={**COMMON, **NOT_FOUND},
@@ -111,6 +126,15 @@ def post_state(scenario_id: ScenarioId, robot_id: RobotId, body: StateIn, db: Da
         session.add(ObservationRow(scenario_id=scenario_id, robot_id=robot_id, state=body.state, state_index=index,
                                    joint_penalty=joint))
     return ObservationOut(scenario_id=scenario_id, robot_id=robot_id, state_index=index, joint_penalty=joint)
+
+
+@router.delete("/observations", response_model=ObservationsCleared, responses={**COMMON, **NOT_FOUND},
+               summary="Forget the robots' state reports (the live monitor starts afresh)")
+def delete_observations(scenario_id: ScenarioId, db: Database = Depends(get_db), _: Principal = Depends(get_operator)):
+    with db.transaction() as session:
+        repository.scenario(session, scenario_id)
+        deleted = session.execute(delete(ObservationRow).where(ObservationRow.scenario_id == scenario_id)).rowcount
+    return ObservationsCleared(scenario_id=scenario_id, deleted=deleted or 0)
 
 
 @router.get("/monitor", response_model=MonitorOut, responses={**COMMON, **NOT_FOUND},
