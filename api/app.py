@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from sqlalchemy.exc import IntegrityError
 
+from planner.backends import BACKENDS
+
 from .db import Database
 from .errors import install_handlers
 from .fleets import FleetStore
@@ -76,12 +78,15 @@ def load_shipped_scenarios(database: Database, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    if settings.backend not in BACKENDS:
+        raise ValueError(f"MASE_BACKEND={settings.backend!r} is not a backend; backends: {', '.join(BACKENDS)}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         database = Database(settings.database_url)
         database.migrate()
-        manager = RunManager(database, settings.run_workers, settings.progress_interval)
+        manager = RunManager(database, settings.run_workers, settings.progress_interval, settings.backend,
+                             settings.ray_address)
         stale = manager.mark_interrupted("the service restarted while the run was queued or running")
         if stale:
             log.warning("marked %d unfinished runs as interrupted", stale)

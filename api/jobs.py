@@ -36,6 +36,7 @@ def _now() -> datetime:
 def execute_run(job: dict, send) -> dict:
     """The run itself, pure library work: plan, mitigate, and return plain data."""
     from metareasoner.mitigation import Fleet, Mitigation
+    from planner.backends import get_backend
     from planner.scenario import generate_scenario
     from planner.world import NSERule
 
@@ -45,7 +46,6 @@ def execute_run(job: dict, send) -> dict:
     world = world.with_rules(tuple(NSERule(**r) for r in job["rules"]), job["min_count"])
     scenario = generate_scenario(world, job["n_robots"], seed=job["seed"], slack=job["slack"])
     send(("progress", "plan", 0.0))
-    fleet = Fleet.plan(scenario, progress=lambda done, total: send(("progress", "plan", PLAN_SHARE * done / total)))
     params = job["params"]
     rounds = params["rounds"]
 
@@ -53,8 +53,12 @@ def execute_run(job: dict, send) -> dict:
         overall = min(1.0, fraction + PHASE_OFFSET.get(phase, 0.0) / rounds)
         send(("progress", phase, PLAN_SHARE + (1 - PLAN_SHARE) * overall))
 
-    result = Mitigation(method=job["method"], update_fraction=params["update_fraction"], rounds=rounds,
-                        episodes=params["episodes"], seed=params["seed"]).run(fleet, progress=on_progress)
+    with get_backend(job.get("backend", "local"), address=job.get("ray_address")) as backend:
+        fleet = Fleet.plan(scenario, backend=backend,
+                           progress=lambda done, total: send(("progress", "plan", PLAN_SHARE * done / total)))
+        result = Mitigation(method=job["method"], update_fraction=params["update_fraction"], rounds=rounds,
+                            episodes=params["episodes"], seed=params["seed"], backend=backend
+                            ).run(fleet, progress=on_progress)
     summary = result.as_dict()
     robots = summary.pop("robots")
     summary.pop("method")
@@ -84,8 +88,10 @@ def _child(connection, job: dict) -> None:
 
 
 class RunManager:
-    def __init__(self, database: Database, workers: int = 1, progress_interval: float = 0.25) -> None:
+    def __init__(self, database: Database, workers: int = 1, progress_interval: float = 0.25,
+                 backend: str = "local", ray_address: str | None = None) -> None:
         self.database = database
+        self.backend, self.ray_address = backend, ray_address
         self.progress_interval = progress_interval
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="run")
         self._scenario_locks: dict[int, threading.Lock] = {}
@@ -151,11 +157,14 @@ class RunManager:
             version = next(v for v in scenario.rule_versions if v.version == run.rule_version)
             job = {"map_text": scenario.map_text, "map_name": scenario.map_name, "n_robots": scenario.n_robots,
                    "seed": scenario.seed, "slack": scenario.slack, "rules": version.rules,
-                   "min_count": version.min_count, "method": run.method, "params": dict(run.params)}
+                   "min_count": version.min_count, "method": run.method, "params": dict(run.params),
+                   "backend": self.backend, "ray_address": self.ray_address}
         if self._closing:
             return
         receiver, sender = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=_child, args=(sender, job), daemon=True, name=f"mase-run-{run_id}")
+        # not daemonic, so that the run may start workers of its own (the local backend);
+        # shutdown() terminates it
+        process = self._context.Process(target=_child, args=(sender, job), name=f"mase-run-{run_id}")
         process.start()
         sender.close()
         self._children[run_id] = process

@@ -23,6 +23,8 @@ class Settings:
     max_body_bytes: int = 1_000_000
     max_robots: int = 1000  # per scenario created over the API
     run_workers: int = 1  # mitigation runs executing at once (each in its own process)
+    backend: str = "local"  # where a run plans and replans robots: local cores, serial, or ray
+    ray_address: str | None = None  # Ray cluster for backend "ray" (None: a local Ray instance)
     progress_interval: float = 0.25  # seconds between progress writes of a run
     extra_operator_tokens: tuple[str, ...] = field(default=(), repr=False)  # tests inject tokens here
 
@@ -39,4 +41,6 @@ class Settings:
             max_body_bytes=int(_env("MAX_BODY_BYTES", str(base.max_body_bytes))),
             max_robots=int(_env("MAX_ROBOTS", str(base.max_robots))),
             run_workers=int(_env("RUN_WORKERS", str(base.run_workers))),
+            backend=_env("BACKEND", base.backend),
+            ray_address=os.environ.get("MASE_RAY_ADDRESS") or None,
         )

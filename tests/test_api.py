@@ -325,3 +325,19 @@ def test_migrations_build_exactly_the_models(tmp_path):
     with database.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     database.dispose()
+
+
+def test_backend_setting_gives_the_same_run(settings):
+    from dataclasses import replace
+
+    summaries = []
+    for backend in ("serial", "local"):
+        with TestClient(create_app(replace(settings, backend=backend))) as client:
+            run = client.post(f"/api/v1/scenarios/{DEMO}/runs", headers=AUTH,
+                              json={"method": "gen-recon-cf", "update_fraction": 0.5}).json()
+            done = wait_for_run(client, run["id"])
+            assert done["status"] == "succeeded", done["error"]
+            summaries.append((done["summary"]["nse_after"], [r["blame"] for r in done["robots"]]))
+    assert summaries[0] == summaries[1]
+    with pytest.raises(ValueError, match="'quantum' is not a backend"):
+        create_app(replace(settings, backend="quantum"))
