@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test test-postgres plan install clean
+.PHONY: run test test-postgres plan install clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ plan: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Performance benchmarks (docs/PERFORMANCE.md), about 20 minutes on 2 cores;
+# `$(PY) -m bench.all --quick` is a two-minute check that they all run.
+bench: $(STAMP)
+	$(PY) -m bench.all
 
 # The service tests against the PostgreSQL server named by TEST_DATABASE_URL (.ci/run starts one).
 test-postgres: $(STAMP)

@@ -54,10 +54,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     world = load_map(args.map)
     scenario = generate_scenario(world, args.robots, seed=args.seed, slack=args.slack)
     bar, update = _progress_bar("planning", not args.no_progress)
+    backend = _backend(args)
     try:
-        plans = plan_fleet(scenario, progress=update)
+        plans = plan_fleet(scenario, progress=update, backend=backend)
     finally:
         bar.close()
+        backend.close()
     rows = plan_summary(plans)
     if args.json:
         out = {
@@ -99,12 +101,16 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
     world = load_map(args.map)
     scenario = generate_scenario(world, args.robots, seed=args.seed, slack=args.slack)
     bar, update = _progress_bar("planning", not args.no_progress)
+    backend = _backend(args)
     try:
-        fleet = Fleet.plan(scenario, progress=update)
+        fleet = Fleet.plan(scenario, progress=update, backend=backend)
+    except BaseException:
+        backend.close()
+        raise
     finally:
         bar.close()
     mitigation = Mitigation(method=args.method, update_fraction=args.update_fraction, rounds=args.rounds,
-                            episodes=args.episodes, seed=args.seed)
+                            episodes=args.episodes, seed=args.seed, backend=backend)
     phases = tqdm(total=100, desc="mitigating", disable=None if not args.no_progress else True, file=sys.stderr,
                   leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
@@ -117,6 +123,7 @@ def cmd_mitigate(args: argparse.Namespace) -> int:
         result = mitigation.run(fleet, progress=progress)
     finally:
         phases.close()
+        backend.close()
     out = result.as_dict()
     if args.json:
         json.dump(out, sys.stdout, indent=2)
@@ -186,6 +193,30 @@ def _add_fleet_arguments(parser: argparse.ArgumentParser, slack: float, slack_he
     parser.add_argument("--slack", type=_slack, default=slack, help=slack_help)
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--backend", choices=("local", "serial", "ray"), default="local",
+                        help="where robots are planned (and replanned): this machine's cores (default), this "
+                             "process, or a Ray cluster; the results are the same")
+    parser.add_argument("--ray-address", metavar="ADDR", default=None,
+                        help="Ray cluster address for --backend ray (default: start a local Ray instance)")
+
+
+def _backend(args: argparse.Namespace):
+    """The `planner.backends` backend the options ask for; Ray is connected to here, so that a
+    missing install or a wrong address is a one-line user error."""
+    from planner.backends import RayBackend, get_backend
+
+    if args.ray_address is not None and args.backend != "ray":
+        raise UserError("--ray-address needs --backend ray")
+    backend = get_backend(args.backend, address=args.ray_address)
+    if isinstance(backend, RayBackend):
+        try:
+            backend.connect()
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
+        except Exception as exc:  # ray raises ConnectionError, RuntimeError... for a bad address
+            raise UserError(f"cannot start or reach Ray at {args.ray_address or 'a new local instance'}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return backend
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -191,7 +191,15 @@ class CounterfactualBlame(BlameMethod):
         return recon_split(*self.savings(penalty, zone, value, valid), eps=self.eps)
 
     def savings(self, penalty: NSEPenalty, zone, value, valid=None):
-        """(R_N (B,), D (B, n), P (B, n)): the inputs of the split."""
+        """(R_N (B,), D (B, n), P (B, n)): the inputs of the split.
+
+        Large fleets take a bit-identical shortcut: D_i depends only on robot i's type
+        (zone, value, valid values) and the state's count table, so it is computed once per
+        type present instead of once per robot.
+        """
+        fast = _savings_by_type(penalty, zone, value, valid)
+        if fast is not None:
+            return fast
         c = _Counts(penalty, zone, value)
         B, n = c.zone.shape
         mask = _valid_mask(valid, (B, n, penalty.n_values))
@@ -202,6 +210,143 @@ class CounterfactualBlame(BlameMethod):
             alt = np.minimum(best, c.with_value(v))
             best = alt if mask is None else np.where(mask[:, :, v], alt, best)
         return c.total, np.maximum(c.total[:, None] - best, 0.0), c.participants()
+
+    def blame_of_one(self, penalty, zone, value, valid, rows, agents, new_values) -> np.ndarray:
+        """(K,): the blame of robot `agents[k]` in joint state `rows[k]` with its value set to
+        `new_values[k]` (generalised RECON's counterfactual training pairs, MATH.md 6).
+
+        The same formula as `blame` on those K counterfactual states (every robot keeps its
+        row of `valid`), without building them: robots are grouped by type (zone, value, valid
+        values), a robot's savings D_i depend only on its type and the state's count table, and
+        the split's denominator is a sum over types. Cost O(R n + K T) for R distinct rows and
+        T types instead of O(K n V); equal to `blame(...)[k, agents[k]]` up to rounding (the
+        denominator is summed in another order).
+        """
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ValueError(f"eps must be positive and finite, got {self.eps}")
+        penalty = _need_count_penalty(penalty, "CounterfactualBlame")
+        zone, value = penalty.check(zone, value)
+        B, n = zone.shape
+        V = penalty.n_values
+        rows, agents, new_values = (np.asarray(a, dtype=np.intp).ravel() for a in (rows, agents, new_values))
+        if not len(rows) == len(agents) == len(new_values):
+            raise ValueError("rows, agents and new_values must have the same length")
+        for name, a, top in (("rows", rows, B), ("agents", agents, n), ("new_values", new_values, V)):
+            if a.size and (a.min() < 0 or a.max() >= top):
+                raise ValueError(f"{name} must be in 0..{top - 1}")
+        out = np.zeros(len(rows))
+        if not len(rows):
+            return out
+        urows, r_of = np.unique(rows, return_inverse=True)
+        zu, vu = zone[urows], value[urows]
+        mask = _valid_mask(valid, (B, n, V))
+        code = _valid_code(mask, urows, zu.shape, V)
+        z_a, v_a, c_a = zu[r_of, agents], vu[r_of, agents], code[r_of, agents]
+        new_full = ((z_a.astype(np.int64) * V + new_values) << V) | c_a
+        types, t_of, new_c = _robot_types(penalty, zu, vu, code, new_full)
+        # only types standing in a penalised cell can be participants (a share > 0)
+        tz, tv = np.divmod(types >> V, V)
+        kept = np.flatnonzero(penalty.cell_has_term[tz, tv])
+        T = len(kept)
+        column = np.full(len(types), T)  # type -> its column; T: a spare column for the others
+        column[kept] = np.arange(T)
+        old_c, new_c = column[t_of[r_of, agents]], column[new_c]
+        hist = np.bincount((np.arange(len(urows))[:, None] * (T + 1) + column[t_of]).ravel(),
+                           minlength=len(urows) * (T + 1)).reshape(len(urows), T + 1)
+        counts = penalty.counts(zu, vu, check=False)  # (R, Z+1, V)
+        table = penalty.cell_table(n + 1)
+        step = max(1, (1 << 21) // max(T + 1, (penalty.n_zones + 1) * V))
+        for s in range(0, len(rows), step):
+            k = np.arange(s, min(s + step, len(rows)))
+            idx = np.arange(len(k))
+            cf = counts[r_of[k]]  # fancy indexing copies
+            cf[idx, z_a[k], v_a[k]] -= 1
+            cf[idx, z_a[k], new_values[k]] += 1
+            total = penalty.from_counts(cf)  # (k,)
+            h = hist[r_of[k]]
+            h[idx, old_c[k]] -= 1
+            h[idx, new_c[k]] += 1
+            savings, part = _type_savings(penalty, cf, total, table, types[kept])
+            share = np.zeros((len(k), T + 1))
+            share[:, :T] = np.where(part, savings + self.eps, 0.0)
+            den = (h * share).sum(axis=1)
+            own = share[idx, new_c[k]]
+            out[k] = np.divide(total * own, den, out=np.zeros(len(k)), where=den > 0)
+        return out
+
+
+def _valid_code(mask, rows, shape, n_values: int) -> np.ndarray:
+    """(R, n) int64: bit v set when value v is a valid counterfactual (all bits when mask is None)."""
+    if n_values > 56:
+        raise ValueError(f"robot types pack the valid values into 64 bits; {n_values} values is too many")
+    if mask is None:
+        return np.full(shape, (1 << n_values) - 1, dtype=np.int64)
+    packed = np.packbits(mask if rows is None else mask[rows], axis=-1, bitorder="little")  # (R, n, ceil(V/8))
+    code = packed[..., 0].astype(np.int64)
+    for byte in range(1, packed.shape[-1]):
+        code |= packed[..., byte].astype(np.int64) << (8 * byte)
+    return code
+
+
+def _robot_types(penalty: NSEPenalty, zone, value, code, extra=None):
+    """Robot types (zone, value, valid code) present: (sorted full type ids (T,), (B, n) compact
+    type of each robot, compact types of the `extra` full ids or None). A full id is
+    ((zone * V + value) << V) | code."""
+    V = penalty.n_values
+    full = ((zone.astype(np.int64) * V + value) << V) | code
+    n_full = ((penalty.n_zones + 1) * V) << V
+    if n_full <= 1 << 24:  # a presence table instead of sorting B n type ids
+        present = np.zeros(n_full, dtype=bool)
+        present[full.ravel()] = True
+        if extra is not None:
+            present[extra] = True
+        types = np.flatnonzero(present)
+        compact = np.cumsum(present) - 1
+        return types, compact[full], None if extra is None else compact[extra]
+    ids = full.ravel() if extra is None else np.concatenate([full.ravel(), extra])
+    types, inverse = np.unique(ids, return_inverse=True)
+    return types, inverse[: full.size].reshape(full.shape), None if extra is None else inverse[full.size:]
+
+
+def _type_savings(penalty: NSEPenalty, counts, total, table, types):
+    """D and participation per state and robot type, (B, T) each: the arithmetic of
+    `_Counts.with_value` and `CounterfactualBlame.savings`, element for element."""
+    V = penalty.n_values
+    tc = types & ((1 << V) - 1)
+    tz, tv = np.divmod(types >> V, V)
+    n_own = counts[:, tz, tv]  # (B, T)
+    removed = total[:, None] - table[tz, tv, n_own] + table[tz, tv, np.maximum(n_own - 1, 0)]
+    best = np.broadcast_to(total[:, None], n_own.shape).copy()
+    for v in range(V):
+        bit = ((tc >> v) & 1).astype(bool)
+        if not bit.any():
+            continue
+        n_new = counts[:, tz, v]
+        moved = removed + table[tz, v, n_new + 1] - table[tz, v, n_new]
+        alt = np.minimum(best, np.where(tv == v, total[:, None], moved))
+        best = np.where(bit, alt, best)
+    part = penalty.cell_has_term[tz, tv] & (n_own >= penalty.min_count)
+    return np.maximum(total[:, None] - best, 0.0), part
+
+
+def _savings_by_type(penalty, zone, value, valid, min_agents: int = 64):
+    """`CounterfactualBlame.savings` computed per robot type, or None where that does not pay
+    (few robots, or nearly as many types as robots)."""
+    zone_a = np.asarray(zone)
+    if zone_a.ndim != 2 or zone_a.shape[1] < min_agents or zone_a.shape[0] == 0 or penalty.n_values > 56:
+        return None
+    zone, value = penalty.check(zone, value)
+    B, n = zone.shape
+    V = penalty.n_values
+    mask = _valid_mask(valid, (B, n, V))
+    types, t_of, _ = _robot_types(penalty, zone, value, _valid_code(mask, None, (B, n), V))
+    if 2 * len(types) > n:
+        return None
+    counts = penalty.counts(zone, value, check=False)
+    total = penalty.from_counts(counts)
+    table = penalty.cell_table(n + 1)
+    savings, part = _type_savings(penalty, counts, total, table, types)
+    return total, np.take_along_axis(savings, t_of, axis=1), np.take_along_axis(part, t_of, axis=1)
 
 
 class DifferenceReward(BlameMethod):

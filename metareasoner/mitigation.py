@@ -2,7 +2,8 @@
 make the most-blamed robots replan with LVI (MATH.md sections 5-8).
 
 `Mitigation(method=...)` is the one entry point; every method of section 7 plugs in
-either a blame method (RECON, difference reward, WLU, D++, Shapley, exchange value),
+either a blame method (RECON, difference reward, WLU, D++, Shapley, exchange value from the
+model or from logs),
 a generaliser of blame (generalised RECON with or without counterfactual data) or its
 own reward (considerate reward).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -17,6 +19,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import RandomForestRegressor
 
+from planner.backends import Backend, get_backend
 from planner.domains import get_domain
 from planner.scenario import RobotPlan, Scenario, plan_fleet
 from planner.solvers import (
@@ -30,8 +33,10 @@ from .blame import (
     DifferenceReward,
     DPlusPlus,
     ExchangeValue,
+    ExchangeValueFromLogs,
     ShapleyBlame,
     WonderfulLifeUtility,
+    recon_split,
 )
 from .monitor import (
     MonitorReport,
@@ -45,7 +50,7 @@ from .monitor import (
 from .penalty import NSEPenalty
 
 METHODS = ("naive", "recon", "gen-recon", "gen-recon-cf", "difference-reward", "wlu", "dpp", "considerate",
-           "shapley", "exchange")
+           "shapley", "exchange", "exchange-logs")
 _BLAME = {
     "recon": CounterfactualBlame, "gen-recon": CounterfactualBlame, "gen-recon-cf": CounterfactualBlame,
     "difference-reward": DifferenceReward, "wlu": WonderfulLifeUtility, "dpp": DPlusPlus,
@@ -67,10 +72,12 @@ class Fleet:
     plan_seconds: float = 0.0
 
     @classmethod
-    def plan(cls, scenario: Scenario, progress: Callable[[int, int], None] | None = None) -> "Fleet":
+    def plan(cls, scenario: Scenario, progress: Callable[[int, int], None] | None = None,
+             backend: "str | Backend" = "local") -> "Fleet":
+        """Plan every robot; distinct tasks are solved as jobs of `backend` (planner.backends)."""
         domain = get_domain(scenario.world.domain)
         start = time.perf_counter()
-        plans = plan_fleet(scenario, progress=progress)
+        plans = plan_fleet(scenario, progress=progress, backend=backend)
         penalty = NSEPenalty.from_world(scenario.world, domain.dynamic_feature)
         return cls(scenario, plans, penalty, domain.static_feature, domain.dynamic_feature.name,
                    len(domain.dynamic_feature.values), time.perf_counter() - start)
@@ -158,12 +165,14 @@ class Mitigation(BaseEstimator):
       max_training_pairs  generalised RECON subsamples its training set to this size
       selfish, care     alpha1, alpha2 of the considerate reward
       desired_outcomes  `rules.DesiredOutcome`s: their proxy robots replan with them first
+      backend           where the selected robots replan: "local" (this machine's cores),
+                        "serial", "ray" or a `planner.backends.Backend`; same results
     """
 
     def __init__(self, method: str = "recon", update_fraction: float = 0.25, rounds: int = 1,
                  tolerance: float = 0.0, episodes: int = 100, seed: int = 0, regressor=None,
                  max_training_pairs: int = 50_000, selfish: float = 1.0, care: float = 1.0,
-                 desired_outcomes: tuple = ()) -> None:
+                 desired_outcomes: tuple = (), backend="local") -> None:
         self.method = method
         self.update_fraction = update_fraction
         self.rounds = rounds
@@ -175,6 +184,7 @@ class Mitigation(BaseEstimator):
         self.selfish = selfish
         self.care = care
         self.desired_outcomes = desired_outcomes
+        self.backend = backend
 
     def _check(self, fleet: Fleet) -> None:
         if self.method not in METHODS:
@@ -188,6 +198,9 @@ class Mitigation(BaseEstimator):
             raise ValueError(f"episodes must be at least 2, got {self.episodes}")
         if self.method == "exchange" and len(fleet.plans) < 2:
             raise ValueError("exchange value needs at least two robots: it swaps a robot for another one")
+        if self.method == "exchange-logs" and len(fleet.plans) < 2:
+            raise ValueError(f"exchange value from logs needs at least two robots: it compares logged groups in "
+                             f"which one robot stands in for another, and the fleet has {len(fleet.plans)}")
 
     def run(self, fleet: Fleet, progress: Callable[[str, float], None] | None = None) -> MitigationResult:
         """Mitigate; `progress(phase, fraction_done)` is called as work advances."""
@@ -228,12 +241,16 @@ class Mitigation(BaseEstimator):
                 new_local, exposure = self._considerate_penalties(fleet, policies)
                 score = exposure
             else:
-                if valid_tables is None:
-                    valid_tables = [valid_value_table(p, fleet.dynamic_feature, fleet.n_values) for p in fleet.plans]
                 states = visits.states.reshape(-1, n)
                 zone, value = visits.zone.reshape(-1, n), visits.value.reshape(-1, n)
-                valid = np.stack([valid_tables[i][states[:, i]] for i in range(n)], axis=1)
-                blame = self._blame_method().blame(fleet.penalty, zone, value, valid)
+                if self.method == "exchange-logs":
+                    blame = self._blame_from_logs(fleet, zone, value)
+                else:
+                    if valid_tables is None:
+                        valid_tables = [valid_value_table(p, fleet.dynamic_feature, fleet.n_values)
+                                        for p in fleet.plans]
+                    valid = np.stack([valid_tables[i][states[:, i]] for i in range(n)], axis=1)
+                    blame = self._blame_method().blame(fleet.penalty, zone, value, valid)
                 score = blame.sum(axis=0) / self.episodes
                 seconds["blame"] += time.perf_counter() - clock
                 clock = time.perf_counter()
@@ -256,14 +273,10 @@ class Mitigation(BaseEstimator):
             ranked = [i for i in np.argsort(-score, kind="stable") if score[i] > 0][:k]
             report("replan", round_index / self.rounds)
             clock = time.perf_counter()
-            cache: dict[tuple, tuple[np.ndarray, float]] = {}
             for i in ranked:
                 local[i] = local.get(i, 0.0) + new_local[i]
-                plan = fleet.plans[i]
-                key = (id(plan.mdp), local[i].tobytes())
-                if key not in cache:
-                    cache[key] = self._replan(plan, local[i], slack, fleet)
-                policies[i], slack_used[i] = cache[key]
+            replanned = self._replan_many(fleet, [(i, local[i]) for i in ranked], slack)
+            for i, (policies[i], slack_used[i]) in zip(ranked, replanned):
                 updated[i] = True
             seconds["replan"] += time.perf_counter() - clock
             clock = time.perf_counter()
@@ -296,6 +309,61 @@ class Mitigation(BaseEstimator):
         cls = _BLAME[self.method]
         return cls(seed=self.seed) if cls is ShapleyBlame else cls()
 
+    def _blame_from_logs(self, fleet: Fleet, zone: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """Exchange values from logs (MATH.md 7, paper 000), turned into per-visit blame (B, n).
+
+        The logs are the Monte Carlo joint states: at each step, the robots standing in one NSE
+        zone form a group (a robot alone in a zone too) and the zone's share of R_N is the
+        group's collective score; the values of the dynamic feature are not read, so the
+        estimator sees only who was together and how bad it was. Then each group's score is
+        split among its members in proportion to max(EV_i, 0) (+ eps, RECON's split), so blame
+        sums to R_N as for RECON and the local penalty is its mean per visited state. Robots never
+        in a zone are in no log: they caused no logged NSE and get no blame (ExchangeValueFromLogs
+        would report them as unestimated); a robot in the logs without a usable comparison (its
+        EV is NaN) counts as EV 0, an average robot. With fewer than two robots in the logs there
+        is no one to compare and nobody is blamed.
+        """
+        B, n = zone.shape
+        scores = fleet.penalty.zone_breakdown(zone, value)  # (B, Z+1): each zone's share of R_N(s)
+        members = np.concatenate([zone == z for z in range(1, fleet.n_zones + 1)])  # (B Z, n)
+        score = scores[:, 1:].T.ravel()  # in the same order: zone-major
+        logged = members.any(axis=1)
+        groups, inverse = np.unique(members[logged], axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        mean_score = np.bincount(inverse, weights=score[logged]) / np.bincount(inverse)  # repeated logs averaged
+        robots = np.flatnonzero(groups.any(axis=0)).tolist()
+        blame = np.zeros((B, n))
+        if len(robots) < 2:
+            return blame
+        estimator = ExchangeValueFromLogs(seed=self.seed)
+        with warnings.catch_warnings():  # unestimated robots are handled below (EV 0)
+            warnings.filterwarnings("ignore", message="no usable comparisons", category=RuntimeWarning)
+            estimator.fit([np.flatnonzero(g).tolist() for g in groups], mean_score, robots)
+        ev = np.zeros(n)
+        ev[robots] = np.nan_to_num(estimator.predict(robots), nan=0.0)
+        ev_rows = np.broadcast_to(ev, (B, n))
+        for z in range(1, fleet.n_zones + 1):
+            blame += recon_split(scores[:, z], ev_rows, zone == z)
+        return blame
+
+    def _replan_many(self, fleet: Fleet, jobs: list[tuple[int, np.ndarray]], slack: float) -> list:
+        """`_replan` for each (robot, local penalty), one solve per distinct (MDP, penalty), run on
+        `self.backend` in chunks of robots sharing an MDP (each MDP travels once per chunk)."""
+        penalty_of = dict(jobs)
+        key_of = {i: (id(fleet.plans[i].mdp), penalty.tobytes()) for i, penalty in jobs}
+        first: dict[tuple, int] = {}
+        for i, _ in jobs:
+            first.setdefault(key_of[i], i)
+        groups: dict[int, list[int]] = {}  # id(mdp) -> the robots solved for it
+        for key, i in first.items():
+            groups.setdefault(key[0], []).append(i)
+        size = max(1, math.ceil(len(first) / 8))
+        chunks = [members[s:s + size] for members in groups.values() for s in range(0, len(members), size)]
+        results = get_backend(self.backend).map(
+            _replan_chunk, [(self, fleet.plans[c[0]], [penalty_of[i] for i in c], slack) for c in chunks])
+        solved = {key_of[i]: result for chunk, out in zip(chunks, results) for i, result in zip(chunk, out)}
+        return [solved[key_of[i]] for i, _ in jobs]
+
     def _replan(self, plan: RobotPlan, local_penalty: np.ndarray, slack: float, fleet: Fleet):
         if self.method == "considerate":
             mdp = plan.mdp
@@ -313,6 +381,7 @@ class Mitigation(BaseEstimator):
         y = [blame.ravel()]
         if self.method == "gen-recon-cf":
             # blame of robot i in each valid counterfactual neighbour s' (its value changed)
+            pairs = []
             for v in range(fleet.n_values):
                 use = valid[:, :, v] & (value != v)
                 if not use.any():
@@ -321,11 +390,13 @@ class Mitigation(BaseEstimator):
                 if len(rows) > self.max_training_pairs:
                     pick = rng.choice(len(rows), self.max_training_pairs, replace=False)
                     rows, agents = rows[pick], agents[pick]
-                cf_value = value[rows].copy()
-                cf_value[np.arange(len(rows)), agents] = v
-                cf_blame = CounterfactualBlame().blame(fleet.penalty, zone[rows], cf_value, valid[rows])
+                pairs.append((rows, agents, np.full(len(rows), v)))
                 x.append(np.stack([np.full(len(rows), v), in_zone[rows, agents]], axis=1))
-                y.append(cf_blame[np.arange(len(rows)), agents])
+            if pairs:
+                # only robot i's blame in s' is needed: O(types) per pair, not O(n V)
+                rows, agents, values = (np.concatenate(a) for a in zip(*pairs))
+                cf_blame = CounterfactualBlame().blame_of_one(fleet.penalty, zone, value, valid, rows, agents, values)
+                y.extend(np.split(cf_blame, np.cumsum([len(p[0]) for p in pairs])[:-1]))
         x, y = np.concatenate(x), np.concatenate(y)
         if len(y) > self.max_training_pairs:
             pick = rng.choice(len(y), self.max_training_pairs, replace=False)
@@ -375,6 +446,13 @@ class Mitigation(BaseEstimator):
                 cache[key] = regret if regret > 1e-9 * max(1.0, abs(plan.task_value)) else 0.0
             regrets[i] = cache[key]
         return regrets
+
+
+def _replan_chunk(job) -> list:
+    """A backend job: replan robots that share one plan (MDP), one local penalty each.
+    The fleet is not shipped to workers, so `_replan` gets fleet=None here."""
+    mitigation, plan, penalties, slack = job
+    return [mitigation._replan(plan, penalty, slack, None) for penalty in penalties]
 
 
 def _remove_bernoulli(pmf: np.ndarray, p: np.ndarray) -> np.ndarray:

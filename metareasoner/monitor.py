@@ -23,6 +23,11 @@ from planner.solvers import simulate, state_distributions
 #: the exact NSE-state rate tracks capped counts for every (zone, value) cell jointly;
 #: above this many joint count states it is left to Monte Carlo
 MAX_EXACT_RATE_STATES = 50_000
+#: the exact monitor sums over the robots' count distribution with an FFT (instead of the
+#: O(n^2) recursion) from this many robots on, when there are at most n / FFT_RUNS_PER_ROBOT
+#: distinct (MDP, policy) behaviours among them
+FFT_MIN_ROBOTS = 64
+FFT_RUNS_PER_ROBOT = 16
 
 
 @dataclass(eq=False)
@@ -106,11 +111,37 @@ def poisson_binomial(p: np.ndarray) -> np.ndarray:
     n = p.shape[0]
     pmf = np.zeros((n + 1,) + p.shape[1:])
     pmf[0] = 1.0
+    tmp = np.empty_like(pmf)
     for i in range(n):
         pi = p[i]
-        pmf[1 : i + 2] = pmf[1 : i + 2] * (1 - pi) + pmf[0 : i + 1] * pi
-        pmf[0] = pmf[0] * (1 - pi)
+        # pmf[k] <- pmf[k] (1 - p_i) + pmf[k-1] p_i, in place (the same floating-point operations)
+        np.multiply(pmf[0 : i + 1], pi, out=tmp[0 : i + 1])
+        pmf[0 : i + 2] *= 1 - pi
+        pmf[1 : i + 2] += tmp[0 : i + 1]
     return pmf
+
+
+def poisson_binomial_grouped(p: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """`poisson_binomial` when `counts[k]` robots each succeed with probability `p[k]` (K, ...).
+
+    Through the probability generating function at the n+1 roots of unity w_j:
+    prod_k (1 - p_k + p_k w_j)^(m_k), each power by repeated squaring, then an inverse FFT.
+    O(K n log m) per trailing element instead of the recursion's O(n^2); the pmf is exact up
+    to rounding (~1e-15 absolute, tested against the recursion).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    size = int(counts.sum()) + 1
+    w = np.exp(-2j * np.pi * np.arange(size // 2 + 1) / size).reshape((-1,) + (1,) * (p.ndim - 1))
+    phi = np.ones((len(w),) + p.shape[1:], dtype=complex)
+    for pk, m in zip(p, counts):
+        z, m = (1.0 - pk) + pk * w, int(m)
+        while m:
+            if m & 1:
+                phi *= z
+            m >>= 1
+            if m:
+                z = z * z
+    return np.clip(np.fft.irfft(phi, n=size, axis=0), 0.0, 1.0)
 
 
 def exact_monitor(penalty, robots: Sequence[RobotModel], horizon: int, n_zones: int, n_values: int,
@@ -123,7 +154,11 @@ def exact_monitor(penalty, robots: Sequence[RobotModel], horizon: int, n_zones: 
     per_zone = np.zeros(n_zones + 1)
     if len(cells):
         p = occ[:, :, cells[:, 0], cells[:, 1]]  # (n, H+1, C)
-        pmf = poisson_binomial(p)  # (n+1, H+1, C)
+        _, first, mult = np.unique(_unique_runs(robots)[1], return_index=True, return_counts=True)
+        if n >= FFT_MIN_ROBOTS and FFT_RUNS_PER_ROBOT * len(first) <= n:
+            pmf = poisson_binomial_grouped(p[first], mult)  # many robots, few distinct behaviours
+        else:
+            pmf = poisson_binomial(p)  # (n+1, H+1, C)
         g = penalty.cell_table(n)[cells[:, 0], cells[:, 1], : n + 1]  # (C, n+1): g_c(k)
         expected = np.einsum("ktc,ck->tc", pmf, g)  # (H+1, C)
         per_step = expected.sum(axis=1)
@@ -173,11 +208,24 @@ def monte_carlo_monitor(penalty, robots: Sequence[RobotModel], horizon: int, epi
     states = np.empty((episodes, horizon + 1, n), dtype=np.int64)
     zone = np.empty_like(states)
     value = np.empty_like(states)
-    for i, robot in enumerate(robots):
-        run = simulate(robot.mdp, robot.policy, horizon, episodes=episodes, seed=rng)
-        states[:, :, i] = run.states
-        zone[:, :, i] = robot.zone[run.states]
-        value[:, :, i] = robot.value[run.states]
+    # Each robot's draws come from the stream robot after robot, as if `simulate` were called
+    # once per robot; robots with the same MDP, policy and start are then advanced together
+    # (bit-identical rollouts, one Python loop over time per group instead of per robot).
+    uniforms = rng.random((n, horizon, episodes))
+    firsts, owner = _unique_runs(robots)
+    for k, robot in enumerate(firsts):
+        members = np.flatnonzero(owner == k)
+        u = uniforms[members].transpose(1, 0, 2).reshape(horizon, len(members) * episodes)
+        run = simulate(robot.mdp, robot.policy, horizon, episodes=len(members) * episodes, uniforms=u)
+        states[:, :, members] = run.states.reshape(len(members), episodes, horizon + 1).transpose(1, 2, 0)
+        same = [i for i in members if np.array_equal(robots[i].zone, robot.zone)
+                and np.array_equal(robots[i].value, robot.value)]
+        zone[:, :, same] = robot.zone[states[:, :, same]]
+        value[:, :, same] = robot.value[states[:, :, same]]
+        for i in set(members.tolist()) - set(same):
+            zone[:, :, i] = robots[i].zone[states[:, :, i]]
+            value[:, :, i] = robots[i].value[states[:, :, i]]
+    del uniforms
     flat_pen = penalty(zone.reshape(-1, n), value.reshape(-1, n))
     pen = flat_pen.reshape(episodes, horizon + 1)
     totals = pen.sum(axis=1)

@@ -90,6 +90,24 @@ class TabularMDP:
         stacked = stacked[order]
         return cls(stacked, rewards, float(discount), term, start)
 
+    def action_major(self) -> sp.csr_matrix:
+        """The transitions with rows reordered action-major (row a * S + s), cached.
+
+        Value iteration's inner loop uses it; each row keeps its entries' order, so its
+        products are bit-identical to those of `transitions`.
+        """
+        cached = self.__dict__.get("_action_major_cache")
+        if cached is None or cached[0] is not self.transitions:
+            order = (np.arange(self.n_actions)[:, None] + self.n_actions * np.arange(self.n_states)[None, :]).ravel()
+            cached = (self.transitions, self.transitions[order])
+            self.__dict__["_action_major_cache"] = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_action_major_cache", None)  # derived data: not shipped to worker processes
+        return state
+
     def action_matrix(self, action: int) -> sp.csr_matrix:
         """T(. | ., a) as an S x S matrix."""
         return self.transitions[action :: self.n_actions]
@@ -144,6 +162,8 @@ def build_mdp(
     """Enumerate the states reachable from the problem's start and build its sparse MDP."""
     features = tuple(problem.features)
     radix = _radix_of(features)
+    strides = np.ones_like(radix)
+    strides[:-1] = np.cumprod(radix[::-1])[::-1][1:]  # as in _encode
     actions = tuple(problem.actions)
     n_actions = len(actions)
 
@@ -163,24 +183,44 @@ def build_mdp(
         live = ~np.asarray(problem.is_terminal(frontier), bool)
         live_rows, live_index = frontier[live], src_index[live]
         layer_new: list[np.ndarray] = []
-        if len(live_rows):
+        layer_src: list[np.ndarray] = []
+        layer_p: list[np.ndarray] = []
+        layer_act: list[int] = []  # the action of each outcome, and its number of successors
+        layer_len: list[int] = []
+        n_live = len(live_rows)
+        if n_live:
             for a in range(n_actions):
                 for nxt, p in problem.transition_outcomes(live_rows, a):
                     nxt = np.asarray(nxt, dtype=np.int64)
-                    p = np.broadcast_to(np.asarray(p, dtype=float), (len(live_rows),))
+                    p = np.asarray(p, dtype=float)
+                    if p.shape != (n_live,):
+                        p = np.broadcast_to(p, (n_live,))
                     keep = p > 0
-                    _check_rows(nxt[keep], radix, f"successor under action {actions[a]!r}")
-                    k = _encode(nxt[keep], radix)
-                    edges_src.append(live_index[keep])
-                    edges_act.append(np.full(int(keep.sum()), a, dtype=np.int64))
-                    edges_dst.append(k)
-                    edges_p.append(p[keep])
-                    layer_new.append(nxt[keep])
+                    if keep.all():
+                        layer_new.append(nxt)
+                        layer_src.append(live_index)
+                        layer_p.append(p)
+                    else:
+                        layer_new.append(nxt[keep])
+                        layer_src.append(live_index[keep])
+                        layer_p.append(p[keep])
+                    layer_act.append(a)
+                    layer_len.append(len(layer_new[-1]))
         frontier_offset += len(frontier)
         if not layer_new:
             break
+        # one range check and one encoding per layer (the check names the first bad outcome's action)
         cand = np.concatenate(layer_new)
-        cand_keys = _encode(cand, radix)
+        if cand.size and (cand.min() < 0 or np.any(cand.max(axis=0) >= radix)):
+            ends = np.cumsum(layer_len)
+            bad = np.flatnonzero(np.any((cand < 0) | (cand >= radix[None, :]), axis=1))[0]
+            a = layer_act[int(np.searchsorted(ends, bad, side="right"))]
+            _check_rows(cand[bad:bad + 1], radix, f"successor under action {actions[a]!r}")
+        cand_keys = cand @ strides
+        edges_src.append(np.concatenate(layer_src))
+        edges_act.append(np.repeat(np.array(layer_act, dtype=np.int64), layer_len))
+        edges_dst.append(cand_keys)
+        edges_p.append(np.concatenate(layer_p))
         cand_keys, first = np.unique(cand_keys, return_index=True)
         cand = cand[first]
         pos = np.searchsorted(keys_sorted, cand_keys)

@@ -5,7 +5,7 @@ Robots whose map and task are the same (start, items, kind) share one solved MDP
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from .mdp import TabularMDP, build_mdp
 from .problem import RobotProblem
 from .solvers import DEFAULT_TOLERANCE, ValueResult, expected_steps, value_iteration
 from .world import Task, World
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 MAX_ROBOTS = 100_000
 
@@ -75,28 +78,49 @@ class RobotPlan:
         return float(self.task_solution.values[self.mdp.start])
 
 
+def _solve_task(job: tuple[World, Task, float]) -> tuple[RobotProblem, TabularMDP, ValueResult]:
+    """One distinct task: build its MDP and solve it (a job for a backend)."""
+    from .domains import get_domain
+
+    world, task, tolerance = job
+    problem = get_domain(world.domain).make_problem(world, task)
+    mdp = build_mdp(problem)
+    return problem, mdp, value_iteration(mdp, tolerance=tolerance)
+
+
 def plan_fleet(
     scenario: Scenario,
     tolerance: float = DEFAULT_TOLERANCE,
     progress: Callable[[int, int], None] | None = None,
+    backend: "str | Backend" = "local",
 ) -> list[RobotPlan]:
-    """Build and solve every robot's MDP for its task alone (the naive policies)."""
-    from .domains import get_domain
+    """Build and solve every robot's MDP for its task alone (the naive policies).
 
-    domain = get_domain(scenario.world.domain)
-    solved: dict[tuple, tuple[RobotProblem, TabularMDP, ValueResult]] = {}
-    plans = []
+    Each distinct task (`task_key`) is solved once, as one job of `backend`
+    (`planner.backends`: "local" uses this machine's cores, "serial" this process, "ray" a
+    cluster); the plans are the same whichever runs them. `progress(robots_done, total)`.
+    """
+    from .backends import get_backend
+
+    keys = [task_key(task) for task in scenario.tasks]
+    first: dict[tuple, int] = {}  # task key -> its first robot
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    job_index = {key: j for j, key in enumerate(first)}
+    job_of = [job_index[key] for key in keys]
+    jobs = [(scenario.world, scenario.tasks[i], tolerance) for i in first.values()]
+    robots_of_job = np.bincount(job_of, minlength=len(jobs))
     total = len(scenario.tasks)
-    for done, task in enumerate(scenario.tasks, start=1):
-        key = task_key(task)
-        if key not in solved:
-            problem = domain.make_problem(scenario.world, task)
-            mdp = build_mdp(problem)
-            solved[key] = (problem, mdp, value_iteration(mdp, tolerance=tolerance))
-        problem, mdp, result = solved[key]
-        plans.append(RobotPlan(task, problem, mdp, result, result.policy))
+
+    def report(done: int, n_jobs: int) -> None:
         if progress is not None:
-            progress(done, total)
+            progress(int(robots_of_job[:done].sum()), total)
+
+    solved = get_backend(backend).map(_solve_task, jobs, progress=report)
+    plans = []
+    for task, j in zip(scenario.tasks, job_of):
+        problem, mdp, result = solved[j]
+        plans.append(RobotPlan(task, problem, mdp, result, result.policy))
     return plans
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from metareasoner.mitigation import METHODS, Fleet, Mitigation, _remove_bernoulli, valid_value_table
-from metareasoner.monitor import poisson_binomial
+from metareasoner.monitor import monte_carlo_monitor, poisson_binomial
+from metareasoner.penalty import NSEPenalty
+from planner.domains import get_domain
 from planner.maps import load_map
 from planner.scenario import generate_scenario
 from conftest import MAPS, ROOT
@@ -69,6 +72,58 @@ def test_refusals(fleets):
     lone = Fleet.plan(generate_scenario(load_map(MAPS / "salp" / "salp-1.map"), 1))
     with pytest.raises(ValueError, match="exchange value needs at least two robots"):
         Mitigation(method="exchange").run(lone)
+    with pytest.raises(ValueError, match="exchange value from logs needs at least two robots: .* the fleet has 1"):
+        Mitigation(method="exchange-logs").run(lone)
+
+
+@pytest.mark.parametrize("name", ["salp/salp-1.map", "overcooked/overcooked-1.map", "warehouse/warehouse-2.map"])
+def test_exchange_from_logs_lowers_the_penalty_within_slack(fleets, name):
+    fleet = fleets[name]
+    result = Mitigation(method="exchange-logs", update_fraction=0.5, rounds=2).run(fleet)
+    assert result.before.total_penalty > 0
+    assert result.after.total_penalty < result.before.total_penalty
+    assert 1 <= len(result.updated) <= 10 and result.rounds == 2
+    for robot in result.robots:
+        assert 0 <= robot.task_regret <= robot.slack + 1e-6
+        if not robot.updated:
+            assert robot.task_regret == 0 and robot.robot_id not in result.updated
+
+
+@pytest.mark.parametrize("method", ["exchange-logs", "recon"])
+def test_blame_adds_up_to_the_monte_carlo_penalty(fleets, method):
+    # efficiency: every logged group's score is split among its members, nothing more, nothing lost
+    fleet = fleets["warehouse/warehouse-2.map"]
+    result = Mitigation(method=method, update_fraction=0.25, seed=3).run(fleet)
+    mc, _ = monte_carlo_monitor(fleet.penalty, fleet.models([p.policy for p in fleet.plans]), fleet.horizon,
+                                episodes=100, seed=3)
+    blames = np.array([r.blame for r in result.robots])
+    assert blames.min() >= 0 and blames.sum() == pytest.approx(mc.total_penalty, rel=1e-9)
+    assert len(result.updated) == 3 and set(result.updated) == {
+        fleet.plans[i].task.robot_id for i in np.argsort(-blames, kind="stable")[:3]}
+
+
+def test_exchange_from_logs_splits_each_zone_by_exchange_value():
+    world = load_map(MAPS / "salp" / "salp-2.map")  # three zones
+    penalty = NSEPenalty.from_world(world, get_domain("salp").dynamic_feature)
+    fleet = SimpleNamespace(penalty=penalty, n_zones=len(world.zone_names))
+    A = 1  # sample A; robot 2 enters zones empty-handed, robot 4 carries A but never enters a zone
+    zone = np.array([[1, 1, 0, 0, 0], [2, 0, 2, 0, 0], [0, 3, 3, 0, 0], [1, 1, 0, 1, 0], [2, 0, 0, 2, 0],
+                     [0, 3, 3, 3, 0], [1, 0, 1, 1, 0], [1, 1, 2, 2, 0]])
+    value = np.array([[A, A, 0, 0, A], [A, 0, 0, 0, A], [0, A, 0, 0, A], [A, A, 0, A, A], [A, 0, 0, A, A],
+                      [0, A, 0, A, A], [A, 0, 0, A, A], [A, A, 0, A, A]])
+    blame = Mitigation(method="exchange-logs")._blame_from_logs(fleet, zone, value)
+    total = penalty(zone, value)
+    np.testing.assert_allclose(blame.sum(axis=1), total)
+    assert np.all(blame[:, 4] == 0)  # in no group
+    # robot 2 makes every group it joins no worse: its exchange value is not positive, it gets (almost) nothing
+    assert blame[5, 2] < 1e-5 * total[5] and blame[6, 2] < 1e-5 * total[6]
+    assert blame[5, 1] > 0.3 * total[5] and blame[5, 3] > 0.3 * total[5]
+    # last state: zone 1 holds robots 0 and 1 (both A), zone 2 robots 2 and 3 (only 3 carries): no NSE there
+    assert blame[7, 2] == 0 and blame[7, 3] == 0 and blame[7, 0] + blame[7, 1] == pytest.approx(total[7])
+    # logs in which a single robot ever stands in a zone compare nobody: no blame, no error
+    lonely = Mitigation(method="exchange-logs")._blame_from_logs(fleet, np.array([[1, 0], [2, 0]]),
+                                                                 np.array([[A, A], [A, 0]]))
+    assert np.all(lonely == 0)
 
 
 def test_valid_counterfactual_values_against_brute_force(fleets):

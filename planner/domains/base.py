@@ -80,13 +80,33 @@ def move_outcomes(x: np.ndarray, y: np.ndarray, direction: int, slip: float,
     branches = [(direction, 1.0 - slip)]
     if slip > 0:
         branches += [(d, slip / 2.0) for d in _PERPENDICULAR[direction]]
-    h, w = walkable.shape
+    dest_x, dest_y = _move_table(walkable)
     for d, p in branches:
+        outcomes.append((dest_x[d][y, x], dest_y[d][y, x], p))
+    return outcomes
+
+
+_MOVE_TABLES: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _move_table(walkable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(4, H, W) x and y where a move in each direction from each cell ends (cached per grid):
+    model building looks moves up instead of recomputing them for every batch of states."""
+    hit = _MOVE_TABLES.get(id(walkable))
+    if hit is not None and hit[0].shape == walkable.shape and np.array_equal(hit[0], walkable):
+        return hit[1], hit[2]
+    h, w = walkable.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
+    dest_x, dest_y = np.empty((4, h, w), np.int64), np.empty((4, h, w), np.int64)
+    for d in range(4):
         nx, ny = x + _DX[d], y + _DY[d]
         inside = (nx >= 0) & (nx < w) & (ny >= 0) & (ny < h)
         ok = inside & walkable[np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)]
-        outcomes.append((np.where(ok, nx, x), np.where(ok, ny, y), p))
-    return outcomes
+        dest_x[d], dest_y[d] = np.where(ok, nx, x), np.where(ok, ny, y)
+    if len(_MOVE_TABLES) >= 64:
+        _MOVE_TABLES.clear()
+    _MOVE_TABLES[id(walkable)] = (walkable.copy(), dest_x, dest_y)
+    return dest_x, dest_y
 
 
 def facing_cell(x: np.ndarray, y: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,180 @@
+"""The performance work (docs/PERFORMANCE.md) against the straightforward versions it replaced:
+bit-identical where the arithmetic is the same, within rounding where it is reordered."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import metareasoner.blame as blame_module
+import metareasoner.monitor as monitor_module
+from metareasoner.blame import CounterfactualBlame
+from metareasoner.mitigation import Fleet, valid_value_table
+from metareasoner.monitor import (
+    exact_monitor,
+    monte_carlo_monitor,
+    poisson_binomial,
+    poisson_binomial_grouped,
+)
+from planner.domains.base import _DX, _DY, _PERPENDICULAR, move_outcomes
+from planner.maps import load_map
+from planner.scenario import generate_scenario
+from planner.solvers import _as_state_action_reward, bellman_q, simulate, value_iteration
+from conftest import MAPS
+from test_blame import instances_with_valid
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return Fleet.plan(generate_scenario(load_map(MAPS / "salp" / "salp-2.map"), 90, seed=4, slack=100.0),
+                      backend="serial")
+
+
+def plain_value_iteration(mdp, reward, allowed, discount, tolerance=1e-8):
+    """The textbook loop value_iteration used before: Q = R + gamma T V, reshaped (S, A)."""
+    r = _as_state_action_reward(mdp, reward)
+    if allowed is not None:
+        r = np.where(allowed, r, -np.inf)
+    threshold = tolerance * (1 - discount) / discount if discount < 1 else tolerance
+    v, iterations = np.zeros(mdp.n_states), 0
+    while True:
+        v_new = bellman_q(mdp, r, v, discount).max(axis=1)
+        residual = np.max(np.abs(v_new - v))
+        v, iterations = v_new, iterations + 1
+        if residual <= threshold:
+            break
+    q = bellman_q(mdp, r, v, discount)
+    return q.max(axis=1), q, iterations
+
+
+def test_value_iteration_is_bit_identical_to_the_plain_loop(fleet):
+    mdp = fleet.plans[0].mdp
+    ours = value_iteration(mdp)
+    values, q, iterations = plain_value_iteration(mdp, None, None, mdp.discount)
+    assert np.array_equal(ours.values, values) and np.array_equal(ours.q_values, q) and ours.iterations == iterations
+    # restricted actions and an undiscounted (shortest-path) secondary objective, as LVI uses them
+    allowed = (ours.values[:, None] - ours.q_values) <= 0.5
+    penalty = -np.where(np.arange(mdp.n_states) % 7 == 0, 1.0, 0.0)[:, None] - 0.01 + np.zeros(mdp.rewards.shape)
+    penalty[mdp.terminal] = 0
+    ssp = value_iteration(mdp, penalty, allowed=allowed, discount=1.0)
+    values, q, iterations = plain_value_iteration(mdp, penalty, allowed, 1.0)
+    assert np.array_equal(ssp.values, values) and np.array_equal(ssp.q_values, q) and ssp.iterations == iterations
+
+
+def test_action_major_transitions_are_cached_and_not_pickled(fleet):
+    import pickle
+
+    mdp = fleet.plans[0].mdp
+    first = mdp.action_major()
+    assert mdp.action_major() is first
+    assert (first != mdp.transitions[np.arange(mdp.n_states * mdp.n_actions).reshape(mdp.n_states, -1).T.ravel()]).nnz == 0
+    assert "_action_major_cache" not in pickle.loads(pickle.dumps(mdp)).__dict__
+
+
+def test_simulate_with_given_uniforms_is_the_seeded_stream(fleet):
+    plan = fleet.plans[1]
+    seeded = simulate(plan.mdp, plan.policy, 30, episodes=40, seed=9)
+    uniforms = np.random.default_rng(9).random((30, 40))
+    given_u = simulate(plan.mdp, plan.policy, 30, episodes=40, uniforms=uniforms)
+    assert np.array_equal(seeded.states, given_u.states) and np.array_equal(seeded.actions, given_u.actions)
+    with pytest.raises(ValueError, match="uniforms needs shape"):
+        simulate(plan.mdp, plan.policy, 30, episodes=40, uniforms=uniforms[:, :3])
+
+
+def test_monte_carlo_monitor_equals_one_simulation_per_robot(fleet):
+    robots = fleet.models([p.policy for p in fleet.plans])
+    assert len({id(r.mdp) for r in robots}) < len(robots)  # robots share MDPs: the grouped path is used
+    report, visits = monte_carlo_monitor(fleet.penalty, robots, fleet.horizon, episodes=25, seed=5)
+    rng = np.random.default_rng(5)
+    for i, robot in enumerate(robots):  # the per-robot loop it replaced
+        run = simulate(robot.mdp, robot.policy, fleet.horizon, episodes=25, seed=rng)
+        assert np.array_equal(visits.states[:, :, i], run.states)
+        assert np.array_equal(visits.zone[:, :, i], robot.zone[run.states])
+        assert np.array_equal(visits.value[:, :, i], robot.value[run.states])
+    assert report.total_penalty > 0
+
+
+def test_grouped_poisson_binomial_matches_the_recursion():
+    rng = np.random.default_rng(0)
+    counts = np.array([1, 7, 40, 3, 99, 50])
+    p_groups = rng.random((6, 5, 4)) * (rng.random((6, 5, 4)) < 0.6)
+    p_groups[0, 0, 0], p_groups[1, 0, 1], p_groups[2, 1, 1] = 1.0, 0.5, 1.0  # certain and even robots too
+    direct = poisson_binomial(np.repeat(p_groups, counts, axis=0))
+    grouped = poisson_binomial_grouped(p_groups, counts)
+    assert grouped.shape == direct.shape == (201, 5, 4)
+    np.testing.assert_allclose(grouped, direct, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(grouped.sum(axis=0), 1.0, atol=1e-12)
+
+
+def test_exact_monitor_fft_path_agrees_with_the_recursion(fleet, monkeypatch):
+    robots = fleet.models([p.policy for p in fleet.plans])
+    args = (fleet.penalty, robots, fleet.horizon, fleet.n_zones, fleet.n_values, fleet.scenario.world.min_count)
+    monkeypatch.setattr(monitor_module, "FFT_MIN_ROBOTS", 2)
+    monkeypatch.setattr(monitor_module, "FFT_RUNS_PER_ROBOT", 1)
+    fft = exact_monitor(*args)
+    monkeypatch.setattr(monitor_module, "FFT_MIN_ROBOTS", 10**9)
+    recursion = exact_monitor(*args)
+    assert recursion.total_penalty > 0
+    np.testing.assert_allclose(fft.total_penalty, recursion.total_penalty, rtol=1e-11)
+    np.testing.assert_allclose(fft.per_step, recursion.per_step, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fft.per_zone, recursion.per_zone, rtol=1e-11)
+
+
+def test_recon_savings_by_robot_type_are_bit_identical(fleet, monkeypatch):
+    n = len(fleet.plans)
+    robots = fleet.models([p.policy for p in fleet.plans])
+    _, visits = monte_carlo_monitor(fleet.penalty, robots, fleet.horizon, episodes=10, seed=2)
+    states, zone, value = (a.reshape(-1, n) for a in (visits.states, visits.zone, visits.value))
+    tables = [valid_value_table(p, fleet.dynamic_feature, fleet.n_values) for p in fleet.plans]
+    valid = np.stack([tables[i][states[:, i]] for i in range(n)], axis=1)
+    assert blame_module._savings_by_type(fleet.penalty, zone, value, valid) is not None  # the fast path runs
+    fast = CounterfactualBlame().blame(fleet.penalty, zone, value, valid)
+    fast_default = CounterfactualBlame().blame(fleet.penalty, zone, value)
+    monkeypatch.setattr(blame_module, "_savings_by_type", lambda *args, **kwargs: None)
+    slow = CounterfactualBlame().blame(fleet.penalty, zone, value, valid)
+    assert fast.sum() > 0
+    assert np.array_equal(fast, slow)
+    assert np.array_equal(fast_default, CounterfactualBlame().blame(fleet.penalty, zone, value))
+
+
+@settings(max_examples=150, deadline=None)
+@given(instances_with_valid(), st.integers(0, 2**31), st.booleans())
+def test_blame_of_one_robot_in_a_counterfactual_state(inst, seed, default_valid):
+    penalty, zone, value, valid = inst
+    batch, n = zone.shape
+    if batch == 0 or n == 0:
+        return
+    valid = None if default_valid else valid
+    rng = np.random.default_rng(seed)
+    k = 15
+    rows, agents = rng.integers(batch, size=k), rng.integers(n, size=k)
+    new_values = rng.integers(penalty.n_values, size=k)
+    got = CounterfactualBlame().blame_of_one(penalty, zone, value, valid, rows, agents, new_values)
+    cf_value = value[rows].copy()
+    cf_value[np.arange(k), agents] = new_values
+    want = CounterfactualBlame().blame(penalty, zone[rows], cf_value, None if valid is None else valid[rows])
+    np.testing.assert_allclose(got, want[np.arange(k), agents], rtol=1e-12, atol=1e-12)
+
+
+def test_blame_of_one_refuses_bad_indices(fleet):
+    zone = np.zeros((2, 3), dtype=int)
+    with pytest.raises(ValueError, match="agents must be in 0..2"):
+        CounterfactualBlame().blame_of_one(fleet.penalty, zone, zone, None, [0], [3], [1])
+    with pytest.raises(ValueError, match="same length"):
+        CounterfactualBlame().blame_of_one(fleet.penalty, zone, zone, None, [0, 1], [0], [1])
+
+
+def test_move_table_matches_the_move_rule():
+    world = load_map(MAPS / "warehouse" / "warehouse-1.map")
+    walkable = world.passable
+    h, w = walkable.shape
+    y, x = np.nonzero(walkable)
+    for direction in range(4):
+        outcomes = move_outcomes(x, y, direction, 0.2, walkable)
+        assert [p for _, _, p in outcomes] == pytest.approx([0.8, 0.1, 0.1])
+        for (nx, ny, _), d in zip(outcomes, (direction, *_PERPENDICULAR[direction])):
+            tx, ty = x + _DX[d], y + _DY[d]
+            inside = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h)
+            ok = inside & walkable[np.clip(ty, 0, h - 1), np.clip(tx, 0, w - 1)]
+            assert np.array_equal(nx, np.where(ok, tx, x)) and np.array_equal(ny, np.where(ok, ty, y))
