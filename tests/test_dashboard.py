@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -230,7 +231,9 @@ def test_map_replan_results_and_compare(dash):
 
     # Replan with live progress; the result, the runs table and the map follow the API
     run, phases = dash.replan("gen-recon-cf")
-    assert phases - {"", "queued"}, phases  # the phase was shown while it ran
+    took = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["created_at"])
+    if took.total_seconds() > 1.5:  # a run faster than the page's 0.5 s polling may finish unseen
+        assert phases - {"", "queued"}, phases  # the phase was shown while it ran
     expect(dash.by("run-progress")).to_have_attribute("aria-valuenow", "100")
     expect(dash.by("run-phase")).to_have_text(run["phase"])
     expect(dash.by("replan-button")).to_be_enabled()
