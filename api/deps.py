@@ -7,7 +7,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from .db import Database
 from .fleets import FleetStore
 from .jobs import RunManager
-from .security import Principal, authenticate, bearer
+from .security import Principal, authenticate, bearer, require_operator
 from .settings import Settings
 
 
@@ -34,7 +34,5 @@ def get_principal(request: Request, credentials: HTTPAuthorizationCredentials | 
 
 
 def get_operator(principal: Principal = Depends(get_principal)) -> Principal:
-    from .security import require_operator
-
     require_operator(principal)
     return principal

@@ -33,13 +33,8 @@ def rule_version(session: Session, scenario_id: int, version: int | None = None)
     return row
 
 
-def current_run(session: Session, scenario_id: int) -> RunRow | None:
-    """The newest succeeded run: its policies are the ones robots follow."""
-    return session.scalar(select(RunRow).where(RunRow.scenario_id == scenario_id, RunRow.status == "succeeded")
-                          .order_by(RunRow.id.desc()).limit(1))
-
-
 def current_run_id(session: Session, scenario_id: int) -> int | None:
+    """The newest succeeded run: its policies are the ones robots follow."""
     return session.scalar(select(func.max(RunRow.id)).where(RunRow.scenario_id == scenario_id,
                                                             RunRow.status == "succeeded"))
 

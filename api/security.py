@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -89,4 +89,4 @@ def require_robot(principal: Principal, scenario_id: int, robot_id: str) -> None
 
 
 __all__ = ["Principal", "authenticate", "bearer", "ensure_tokens_file", "hash_token", "new_token",
-           "read_operator_tokens", "require_operator", "require_robot", "Depends"]
+           "read_operator_tokens", "require_operator", "require_robot"]

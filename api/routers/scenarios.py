@@ -13,7 +13,7 @@ from .. import repository
 from ..db import Database
 from ..deps import get_db, get_fleets, get_operator, get_settings
 from ..errors import COMMON, CONFLICT, NOT_FOUND
-from ..fleets import FleetStore, decode_array, most_likely_path, rules_to_json, tasks_to_json, world_of
+from ..fleets import FleetStore, most_likely_path, rules_to_json, tasks_to_json, world_of
 from ..models import RobotTokenRow, RuleVersionRow, ScenarioRow
 from ..schemas import ScenarioId, MapOut, RobotPath, ScenarioCreate, ScenarioOut, ShippedMap, TaskOut, TokenCreate, TokenOut, ZoneOut
 from ..security import Principal, hash_token, new_token
@@ -28,12 +28,12 @@ def shipped_maps(maps_dir: Path) -> dict[str, Path]:
 
 
 def scenario_out(session, row: ScenarioRow) -> ScenarioOut:
-    current = repository.current_run(session, row.id)
+    current = repository.current_run_id(session, row.id)
     active = repository.active_run(session, row.id)
     return ScenarioOut(
         id=row.id, name=row.name, map_name=row.map_name, domain=row.domain, n_robots=row.n_robots, seed=row.seed,
         slack=row.slack, rule_version=max(v.version for v in row.rule_versions),
-        current_run_id=current.id if current else None, active_run_id=active.id if active else None,
+        current_run_id=current, active_run_id=active.id if active else None,
         created_at=row.created_at, robots=[TaskOut(**t) for t in row.tasks])
 
 
@@ -112,22 +112,22 @@ def delete_scenario(scenario_id: ScenarioId, db: Database = Depends(get_db), fle
             summary="The map, zones and robots' planned paths, for drawing")
 def get_map(scenario_id: ScenarioId, db: Database = Depends(get_db), fleets: FleetStore = Depends(get_fleets),
             _: Principal = Depends(get_operator)):
-    with db.transaction() as session:
-        row = repository.scenario(session, scenario_id)
-        current = repository.current_run(session, scenario_id)
-        policies = {r.robot_id: decode_array(r.policy) for r in current.robots} if current else {}
+    row = fleets.scenario_row(db, scenario_id)
+    with db.sessions() as session:
+        run_id = repository.current_run_id(session, scenario_id)
     fleet = fleets.get(row)
     world = fleet.scenario.world
     zones = [ZoneOut(name=name, cells=[[int(x), int(y)] for y, x in zip(*(world.zone_layer == k + 1).nonzero())])
              for k, name in enumerate(world.zone_names)]
     robots = []
     for plan in fleet.plans:
-        policy = policies.get(plan.task.robot_id, plan.policy)
+        arrays = fleets.run_arrays(db, run_id, plan.task.robot_id) if run_id is not None else None
+        policy = arrays.policy if arrays is not None else plan.policy
         robots.append(RobotPath(id=plan.task.robot_id, start=list(plan.task.start),
                                 path=most_likely_path(plan, policy, world.horizon)))
     return MapOut(width=world.width, height=world.height, grid=["".join(r) for r in world.grid.tolist()],
                   passable=world.passable.tolist(), zones=zones, robots=robots,
-                  run_id=current.id if current else None)
+                  run_id=run_id)
 
 
 @router.post("/scenarios/{scenario_id}/tokens", response_model=TokenOut, status_code=status.HTTP_201_CREATED,
