@@ -196,6 +196,11 @@ def run_episode(method: str | None, seed: int, episodes: int = 100, update_fract
             watcher.spin_until(lambda: all(watcher.status.get(r, {}).get("run_id") == run_id for r in ROBOTS), 60.0,
                                f"both executors to follow run {run_id}")
         planned = {r["id"]: r["path"] for r in operator.scenario_map(scenario_id)["robots"]}
+        # The robots wait for go in their start cells; without a pose from each of them first, a
+        # slow DDS discovery of an odom topic (seen on a loaded 2-core CI machine) loses the start
+        # cell from `visited`.
+        watcher.spin_until(lambda: all(watcher.visited[r] for r in ROBOTS), 60.0,
+                           "odometry from both robots in their start cells")
         watcher.go()
         log("go")
         watcher.spin_until(lambda: all(watcher.status.get(r, {}).get("mode") == "done" for r in ROBOTS), timeout,
