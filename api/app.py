@@ -26,9 +26,10 @@ from .settings import Settings
 
 log = logging.getLogger("mase.api")
 
-#: created in an empty database at start-up: (name, map, robots)
-SHIPPED_SCENARIOS = (("salp demo (two Turtlebots)", "salp-demo", 2), ("salp-1", "salp-1", 10),
-                     ("overcooked-1", "overcooked-1", 10), ("warehouse-1", "warehouse-1", 10))
+#: created in an empty database at start-up: (name, map, robots, slack). The demo's slack of
+#: 300 (per-state slack 3) lets a replanned Turtlebot take the two-step detour round the reef.
+SHIPPED_SCENARIOS = (("salp demo (two Turtlebots)", "salp-demo", 2, 300.0), ("salp-1", "salp-1", 10, 100.0),
+                     ("overcooked-1", "overcooked-1", 10, 100.0), ("warehouse-1", "warehouse-1", 10, 100.0))
 
 
 class BodySizeLimit:
@@ -72,8 +73,8 @@ def load_shipped_scenarios(database: Database, settings: Settings) -> None:
     with database.transaction() as session:
         if session.scalar(select(ScenarioRow.id).limit(1)) is not None:
             return
-    for name, map_name, n in SHIPPED_SCENARIOS:
-        scenarios.create_scenario(database, settings, ScenarioCreate(name=name, map=map_name, robots=n))
+    for name, map_name, n, slack in SHIPPED_SCENARIOS:
+        scenarios.create_scenario(database, settings, ScenarioCreate(name=name, map=map_name, robots=n, slack=slack))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 
-from api.app import create_app
+from api.app import SHIPPED_SCENARIOS, create_app
 from api.models import ObservationRow, RuleVersionRow, RunRow, ScenarioRow
 from api.settings import Settings
 from metareasoner.mitigation import Fleet, Mitigation
@@ -68,12 +68,12 @@ def test_create_scenario_matches_the_library(client):
 
 def test_inline_map_errors_come_back_and_store_nothing(client, settings):
     before = count(settings, ScenarioRow)
-    text = (ROOT / "maps/salp/salp-demo.map").read_text().replace("#1..L..2#", "#1..L..X#")
+    text = (ROOT / "maps/salp/salp-demo.map").read_text().replace("#1a.....a2#", "#1a.....aX#")
     response = client.post("/api/v1/scenarios", headers=AUTH, json={"map_text": text, "robots": 2})
     assert response.status_code == 422
     error = response.json()["detail"][0]
-    line = text.splitlines().index("#1..L..X#") + 1
-    assert error["type"] == "map_error" and error["line"] == line and error["column"] == 8
+    line = text.splitlines().index("#1a.....aX#") + 1
+    assert error["type"] == "map_error" and error["line"] == line and error["column"] == 10
     assert "unknown symbol 'X'" in error["msg"]
     assert count(settings, ScenarioRow) == before
     good = client.post("/api/v1/scenarios", headers=AUTH,
@@ -132,11 +132,15 @@ def test_rule_versions(client):
     assert client.get(f"/api/v1/scenarios/{DEMO}", headers=AUTH).json()["rule_version"] == 2
 
 
-def _reference(map_name: str, robots: int, method: str, fraction: float, rules=None, min_count=None):
+DEMO_SLACK = SHIPPED_SCENARIOS[0][3]
+
+
+def _reference(map_name: str, robots: int, method: str, fraction: float, rules=None, min_count=None,
+               slack: float = DEMO_SLACK):
     world = load_map(next(ROOT.glob(f"maps/*/{map_name}.map")))
     if rules is not None:
         world = world.with_rules(rules, min_count)
-    scenario = generate_scenario(world, robots, seed=0, slack=100.0)
+    scenario = generate_scenario(world, robots, seed=0, slack=slack)
     return Mitigation(method=method, update_fraction=fraction, rounds=1, episodes=100, seed=0).run(Fleet.plan(scenario))
 
 
@@ -147,6 +151,7 @@ def test_run_in_background_equals_the_library(client):
     queued = response.json()
     assert queued["status"] in ("queued", "running") and queued["progress"] < 1
     scenario = client.get(f"/api/v1/scenarios/{DEMO}", headers=AUTH).json()
+    assert scenario["slack"] == DEMO_SLACK
     assert queued["id"] in (scenario["active_run_id"], scenario["current_run_id"])  # active, or already done
     run = wait_for_run(client, queued["id"])
     assert run["status"] == "succeeded", run["error"]
@@ -160,7 +165,7 @@ def test_run_in_background_equals_the_library(client):
     scenario = client.get(f"/api/v1/scenarios/{DEMO}", headers=AUTH).json()
     assert scenario["current_run_id"] == run["id"] and scenario["active_run_id"] is None
     status = client.get(f"/api/v1/scenarios/{DEMO}/robots/tb2", headers=AUTH).json()
-    assert status["run_id"] == run["id"] and status["task"]["start"] == [7, 1]
+    assert status["run_id"] == run["id"] and status["task"]["start"] == [9, 1]
     for i, robot in enumerate(("tb1", "tb2")):
         policy = client.get(f"/api/v1/scenarios/{DEMO}/robots/{robot}/policy", headers=AUTH).json()
         assert policy["run_id"] == run["id"]
@@ -173,12 +178,12 @@ def test_run_in_background_equals_the_library(client):
 def test_policy_table_is_the_mdp(client):
     policy = client.get(f"/api/v1/scenarios/{DEMO}/robots/tb2/policy", headers=AUTH).json()
     assert policy["run_id"] is None
-    fleet = Fleet.plan(generate_scenario(load_map(ROOT / "maps/salp/salp-demo.map"), 2, seed=0, slack=100))
+    fleet = Fleet.plan(generate_scenario(load_map(ROOT / "maps/salp/salp-demo.map"), 2, seed=0, slack=DEMO_SLACK))
     plan = fleet.plans[1]
     assert policy["features"] == ["x", "y", "sample", "collected", "coral"]
     assert np.array_equal(policy["states"], plan.mdp.states)
     assert np.array_equal(policy["actions"], plan.policy)
-    assert policy["states"][policy["start"]] == [7, 1, 0, 0, 0]
+    assert policy["states"][policy["start"]] == [9, 1, 0, 0, 0]
     dense = plan.mdp.transitions.toarray()
     for s, successors in enumerate(policy["successors"]):
         row = dense[s * plan.mdp.n_actions + policy["actions"][s]]

@@ -82,7 +82,11 @@ def test_the_sim_launch_starts_robots_in_their_cells_and_the_real_one_maps_odome
 
     sim = resolve(load_launch_file(LAUNCH_DIR / "turtlebots_sim.launch.py"), {"token_tb1": "0123", "seed": "4"})
     real = resolve(load_launch_file(LAUNCH_DIR / "turtlebots_real.launch.py"))
-    starts = {"tb1": (1, 1), "tb2": (7, 1)}  # maps/salp/salp-demo.map
+    from planner.maps import load_map
+
+    # the start cells of the map's [robots] section
+    starts = {t.robot_id: tuple(t.start) for t in load_map(ROOT / "maps" / "salp" / "salp-demo.map").robots}
+    assert starts["tb2"] == (9, 1)
     for spec in sim:
         if spec.executable == "mase-turtlebot-sim":
             executor = next(s for s in sim if s.fqn == f"/{spec.namespace}/executor")

@@ -37,7 +37,10 @@ def demo_fleet():
     from planner.scenario import generate_scenario
 
     world = load_map(MAPS / "salp" / "salp-demo.map")
-    fleet = Fleet.plan(generate_scenario(world, 2, seed=0, slack=100.0))
+    from api.app import SHIPPED_SCENARIOS
+
+    slack = SHIPPED_SCENARIOS[0][3]  # the service's demo scenario
+    fleet = Fleet.plan(generate_scenario(world, 2, seed=0, slack=slack))
     replanned = Mitigation(method="difference-reward", update_fraction=0.25, episodes=20, seed=0).run(fleet)
     return world, fleet, replanned
 

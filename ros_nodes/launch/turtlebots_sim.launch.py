@@ -15,7 +15,7 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 PACKAGE = "mase"
-ROBOTS = (("tb1", (1, 1)), ("tb2", (7, 1)))  # robot id, start cell [x, y] (the map's [robots] section)
+ROBOTS = (("tb1", (1, 1)), ("tb2", (9, 1)))  # robot id, start cell [x, y] (the map's [robots] section)
 CELL_SIZE = 0.5  # metres per grid cell (about a Turtlebot's footprint with margin)
 
 ARGUMENTS = (
