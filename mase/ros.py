@@ -50,10 +50,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             results.append(result)
             model = result.model or {}
             expected = model.get("nse_state_rate_after")
+            off_path = [r for r in result.visited if result.visited[r] != result.planned[r]]
             print(f"{method}, seed {seed}: {100 * (result.nse_state_rate or 0):.1f}% NSE states "
                   f"({result.nse_observations} of {result.observations} state reports; model "
                   f"{'n/a' if expected is None else f'{100 * expected:.1f}%'}; steps "
-                  f"{', '.join(f'{r} {n}' for r, n in result.steps.items())}; {result.seconds:.0f} s)",
+                  f"{', '.join(f'{r} {n}' for r, n in result.steps.items())}; cells visited "
+                  f"{'as planned' if not off_path else 'differ from the plan for ' + ', '.join(off_path)}; "
+                  f"node exit codes {sorted(set(result.exit_codes.values()), key=str)}; {result.seconds:.0f} s)",
                   file=sys.stderr if args.json else sys.stdout, flush=True)
     rows = summarise(results)
     if args.json:
