@@ -12,6 +12,17 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"MASE_{name}", default)
 
 
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    text = _env(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"MASE_{name} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"MASE_{name} must be at least {minimum}, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = f"sqlite:///{ROOT / 'var' / 'mase.db'}"
@@ -30,17 +41,26 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
+        """Settings from MASE_* variables; ValueError naming the variable for a bad value."""
+        from planner.backends import BACKENDS
+
         base = cls()
+        backend = _env("BACKEND", base.backend)
+        if backend not in BACKENDS:
+            raise ValueError(f"MASE_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        ray_address = os.environ.get("MASE_RAY_ADDRESS") or None
+        if ray_address is not None and backend != "ray":
+            raise ValueError("MASE_RAY_ADDRESS needs MASE_BACKEND=ray")
         return cls(
             database_url=_env("DATABASE_URL", base.database_url),
             host=_env("HOST", base.host),
-            port=int(_env("PORT", str(base.port))),
+            port=_env_int("PORT", base.port, minimum=1),
             tokens_file=Path(_env("TOKENS_FILE", str(base.tokens_file))),
             maps_dir=Path(_env("MAPS_DIR", str(base.maps_dir))),
             load_shipped=_env("LOAD_SHIPPED", "1").lower() not in ("0", "false", "no"),
-            max_body_bytes=int(_env("MAX_BODY_BYTES", str(base.max_body_bytes))),
-            max_robots=int(_env("MAX_ROBOTS", str(base.max_robots))),
-            run_workers=int(_env("RUN_WORKERS", str(base.run_workers))),
-            backend=_env("BACKEND", base.backend),
-            ray_address=os.environ.get("MASE_RAY_ADDRESS") or None,
+            max_body_bytes=_env_int("MAX_BODY_BYTES", base.max_body_bytes, minimum=1),
+            max_robots=_env_int("MAX_ROBOTS", base.max_robots, minimum=1),
+            run_workers=_env_int("RUN_WORKERS", base.run_workers, minimum=1),
+            backend=backend,
+            ray_address=ray_address,
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -175,6 +176,8 @@ class RayBackend(Backend):
         except ImportError:
             raise ImportError("the ray backend needs Ray: pip install 'mase[distributed]' (or 'ray>=2.9')") from None
         if not ray.is_initialized():
+            if self.address is not None:
+                check_ray_address(self.address)
             kwargs: dict[str, Any] = {"address": self.address, "ignore_reinit_error": True,
                                       "logging_level": "WARNING"}
             if self.address is None:  # a new local instance (a cluster's own settings are not ours to pass)
@@ -239,11 +242,25 @@ def _installed_editable(root: Path) -> bool:
     return root.as_uri() in direct
 
 
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Raise ValueError for an address that is not `host:port`, `ray://host:port`, `auto` or
+    `local`, and ConnectionError when nothing listens at it: `ray.init` would otherwise retry
+    for minutes before it says so."""
+    if address in ("auto", "local"):
+        return
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"Ray address {address!r} is not host:port, ray://host:port, auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+
+
 def get_backend(backend: "str | Backend | None" = "local", *, workers: int | None = None,
                 address: str | None = None) -> Backend:
-    """A backend by name ("local", "serial", "ray"), or `backend` itself if it is one.
-
-    """
+    """A backend by name ("local", "serial", "ray"), or `backend` itself if it is one."""
     if isinstance(backend, Backend):
         return backend
     name = "local" if backend is None else backend
@@ -256,4 +273,4 @@ def get_backend(backend: "str | Backend | None" = "local", *, workers: int | Non
     raise ValueError(f"unknown backend {backend!r}; backends: {', '.join(BACKENDS)} (or a Backend instance)")
 
 
-__all__ = ["BACKENDS", "Backend", "LocalBackend", "RayBackend", "SerialBackend", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "LocalBackend", "RayBackend", "SerialBackend", "check_ray_address", "get_backend"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from metareasoner.mitigation import Fleet, Mitigation
-from planner.backends import LocalBackend, RayBackend, SerialBackend, get_backend
+from planner.backends import LocalBackend, RayBackend, SerialBackend, check_ray_address, get_backend
 from planner.maps import load_map
 from planner.scenario import generate_scenario, plan_fleet
 from conftest import MAPS, ROOT
@@ -134,3 +135,36 @@ def test_cli_backend_options():
     assert bad.returncode == 2 and "--ray-address needs --backend ray" in bad.stderr and "Traceback" not in bad.stderr
     bad = mase("mitigate", *common, "--backend", "gpu")
     assert bad.returncode == 2 and "invalid choice: 'gpu'" in bad.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+def test_a_ray_address_is_checked_before_ray_init():
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        check_ray_address(f"127.0.0.1:{port}")
+        check_ray_address(f"ray://127.0.0.1:{port}")
+    for good in ("auto", "local"):
+        check_ray_address(good)
+    for bad in ("127.0.0.1", "ray://:10001", "head:port", "head:70000", ""):
+        with pytest.raises(ValueError, match="is not host:port"):
+            check_ray_address(bad)
+    port = _closed_port()
+    with pytest.raises(ConnectionError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        check_ray_address(f"127.0.0.1:{port}")
+
+
+def test_cli_says_when_no_ray_cluster_answers():
+    pytest.importorskip("ray")
+    port = _closed_port()
+    result = subprocess.run([sys.executable, "-m", "mase", "mitigate", "--map", str(MAPS / "salp" / "salp-1.map"),
+                             "--robots", "2", "--no-progress", "--backend", "ray", "--ray-address", f"127.0.0.1:{port}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in result.stderr
