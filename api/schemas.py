@@ -27,6 +27,12 @@ class Health(BaseModel):
     database: str = Field(description="Database backend in use (sqlite or postgresql)")
 
 
+class Identity(BaseModel):
+    role: Literal["operator", "robot"] = Field(description="What the bearer token may do")
+    scenario_id: int | None = Field(description="The robot's scenario (robot tokens only)")
+    robot_id: str | None = Field(description="The robot the token is bound to (robot tokens only)")
+
+
 class ShippedMap(BaseModel):
     name: str = Field(description="Map name, usable as `map` when creating a scenario")
     domain: str = Field(description="Domain: salp, overcooked or warehouse")

@@ -42,7 +42,7 @@ ROBOT = [  # allowed to the operator and to the robot itself
     ("GET", "/api/v1/scenarios/{s}/robots/tb1/penalty?state=" + STATE, None),
     ("POST", "/api/v1/scenarios/{s}/robots/tb1/state", {"state": [1, 1, 0, 0, 0]}),
 ]
-EVERY = OPERATOR_ONLY + ROBOT
+EVERY = OPERATOR_ONLY + ROBOT + [("GET", "/api/v1/me", None)]
 SUCCESS = {"GET": (200,), "POST": (200, 201, 202, 409), "DELETE": (200, 204)}  # restart of a succeeded run is 409
 
 
@@ -121,3 +121,13 @@ def test_token_for_unknown_robot_is_404(world):
     client, *_ = world
     response = client.post("/api/v1/scenarios/1/tokens", headers=AUTH, json={"robot_id": "tb9"})
     assert response.status_code == 404 and "tb9" in response.json()["detail"]
+
+
+def test_me_says_who_the_token_belongs_to(world):
+    client, _, tokens, ids = world
+    assert client.get("/api/v1/me", headers=AUTH).json() == {"role": "operator", "scenario_id": None, "robot_id": None}
+    for robot in ("tb1", "tb2"):  # of scenario 1 (the other scenario is deleted by an earlier test)
+        scenario, token = 1, tokens[(1, robot)]
+        response = client.get("/api/v1/me", headers=bearer(token))
+        assert response.status_code == 200
+        assert response.json() == {"role": "robot", "scenario_id": scenario, "robot_id": robot}

@@ -1,4 +1,4 @@
-"""Health and the dashboard page."""
+"""Health, the caller's identity, and the dashboard page."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, RedirectResponse
 
 from ..db import Database
-from ..deps import get_db
-from ..schemas import Health
+from ..deps import get_db, get_principal
+from ..errors import COMMON
+from ..schemas import Health, Identity
+from ..security import Principal
 
 router = APIRouter(tags=["meta"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -17,6 +19,12 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 @router.get("/api/v1/health", response_model=Health, summary="Is the service up")
 def health(db: Database = Depends(get_db)):
     return Health(status="ok", version="1", database=db.engine.dialect.name)
+
+
+@router.get("/api/v1/me", response_model=Identity, summary="Who the bearer token belongs to",
+            responses={401: COMMON[401]})
+def me(principal: Principal = Depends(get_principal)):
+    return Identity(role=principal.role, scenario_id=principal.scenario_id, robot_id=principal.robot_id)
 
 
 @router.get("/", include_in_schema=False)
