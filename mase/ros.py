@@ -2,12 +2,14 @@
 
     mase ros demo --sim --method M [M ...] --seed S [S ...] [--episodes N] [--fast] [--json]
     mase ros launch ros_nodes/launch/turtlebots_sim.launch.py [name:=value ...]
+    mase ros install PREFIX
 
 `demo` runs the two-Turtlebot salp demo end to end in simulation (service, bridge, two
 executors, two simulators: separate processes over DDS) once per method and seed, and reports
 the percentage of NSE states from the service's monitor. `launch` starts the nodes of a ROS 2
 Python launch file as processes without `launch_ros` (which is not on PyPI) and runs them
-until Ctrl-C.
+until Ctrl-C. `install` registers the package `mase` in an ament prefix, so that a system
+ROS 2's `ros2 launch mase <file>` finds the launch files and node executables.
 """
 from __future__ import annotations
 
@@ -99,6 +101,21 @@ def cmd_launch(args: argparse.Namespace) -> int:
         group.stop()
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    from ros_nodes.ament import environment_line, install_prefix
+
+    try:
+        made = install_prefix(args.prefix)
+    except (FileNotFoundError, FileExistsError) as error:
+        print(f"mase: error: {error}", file=sys.stderr)
+        return 2
+    for path in made:
+        print(f"{path}" + (f" -> {os.readlink(path)}" if path.is_symlink() else ""))
+    print(f"\nthen, after sourcing the system ROS 2:\n  {environment_line(args.prefix)}\n"
+          "  ros2 launch mase turtlebots_real.launch.py service_url:=... operator_token:=... token_tb1:=... token_tb2:=...")
+    return 0
+
+
 def add_ros_parser(sub) -> None:
     ros = sub.add_parser("ros", help="the ROS 2 bridge: the simulated two-Turtlebot demo, launch files")
     ros_sub = ros.add_subparsers(dest="ros_command", required=True)
@@ -125,3 +142,8 @@ def add_ros_parser(sub) -> None:
     launch.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: the environment's, or 0)")
     launch.add_argument("--logs", help="folder for the nodes' logs (default: a temporary folder)")
     launch.set_defaults(func=cmd_launch)
+
+    install = ros_sub.add_parser("install", help="register the package 'mase' in an ament prefix (for a system "
+                                                 "ROS 2's `ros2 launch mase ...`)")
+    install.add_argument("prefix", help="the prefix folder, e.g. ~/mase_ament (created if missing)")
+    install.set_defaults(func=cmd_install)

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
+import os
 import subprocess
 import sys
 import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +172,45 @@ def test_mase_ros_is_registered():
     help_text = subprocess.run([sys.executable, "-m", "mase", "ros", "--help"], capture_output=True, text=True,
                                timeout=60, cwd=ROOT).stdout
     assert "demo" in help_text and "launch" in help_text
+
+
+def test_an_ament_prefix_lets_ros2_launch_find_the_package(tmp_path):
+    """What `ros2 launch mase <file>` and launch_ros's Node(package="mase", executable=...) look
+    up, through ament_index_python (a ROS 2 wheel of the ros extra) as they do."""
+    pytest.importorskip("ament_index_python", reason="needs the ros extra")
+    if not (Path(sys.executable).parent / "mase-executor").is_file():
+        pytest.skip("the project's console scripts are not installed beside this Python (make test installs them)")
+    prefix = tmp_path / "prefix"
+    result = subprocess.run([sys.executable, "-m", "mase", "ros", "install", str(prefix)], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert f'export AMENT_PREFIX_PATH="{prefix}' in result.stdout
+    probe = ("import json, os\n"
+             "from ament_index_python.packages import get_package_prefix, get_package_share_directory\n"
+             "share = get_package_share_directory('mase')\n"
+             "print(json.dumps({'prefix': get_package_prefix('mase'), 'share': share,"
+             " 'launch': sorted(f for _, _, fs in os.walk(share, followlinks=True) for f in fs if f.endswith('.launch.py'))}))")
+    env = {**os.environ, "AMENT_PREFIX_PATH": f"{prefix}{os.pathsep}/nonexistent"}
+    found = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                                      timeout=60, check=True).stdout)
+    assert found["prefix"] == str(prefix) and found["share"] == str(prefix / "share" / "mase")
+    assert found["launch"] == sorted(p.name for p in LAUNCH_FILES)
+    for path in LAUNCH_FILES:
+        assert (prefix / "share" / "mase" / "launch" / path.name).read_text() == path.read_text()
+    package = ET.parse(prefix / "share" / "mase" / "package.xml").getroot()
+    assert package.get("format") == "3" and package.findtext("name") == "mase"
+    assert package.find("export/build_type").text == "ament_python"
+    # every executable the launch files name is where launch_ros looks, and runs
+    named = {s.executable for path in LAUNCH_FILES for s in resolve(load_launch_file(path))}
+    for executable in named:
+        assert os.access(prefix / "lib" / "mase" / executable, os.X_OK), executable
+    spec = NodeSpec("mase", "mase-executor", "executor", "tb1", {"cell_size": -1.0})
+    params = write_params_file(spec, tmp_path / "p.yaml")
+    command = node_command(spec, params)  # [python, -m, module, --ros-args, ...]: the executable instead
+    run = subprocess.run([str(prefix / "lib" / "mase" / "mase-executor"), *command[3:]], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and "cell_size must be a positive number" in run.stderr
+    # refreshing the prefix replaces its links
+    again = subprocess.run([sys.executable, "-m", "mase", "ros", "install", str(prefix)], capture_output=True,
+                           text=True, timeout=60, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
