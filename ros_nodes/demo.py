@@ -53,7 +53,15 @@ class Watcher:
         from std_srvs.srv import Trigger
         from nav_msgs.msg import Odometry
 
+        from rclpy.qos import QoSProfile
+
         from .runtime import EVENTS, LATCHED, ODOM_IN
+
+        # unlike a controller, the watcher needs every cell's poses (a cell is passed in a few
+        # tenths of a second): one second of them queued, so that a busy moment on a loaded
+        # machine delays poses instead of dropping them
+        odom_all = QoSProfile(reliability=ODOM_IN.reliability, durability=ODOM_IN.durability,
+                              history=ODOM_IN.history, depth=50)
 
         self.node = Node("mase_demo_watcher", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -66,7 +74,7 @@ class Watcher:
         self.monitors: list[dict] = []
         for robot in self.robots:
             self.node.create_subscription(String, f"/{robot}/status", lambda m, r=robot: self._on_status(r, m), EVENTS)
-            self.node.create_subscription(Odometry, f"/{robot}/odom", lambda m, r=robot: self._on_odom(r, m), ODOM_IN)
+            self.node.create_subscription(Odometry, f"/{robot}/odom", lambda m, r=robot: self._on_odom(r, m), odom_all)
         self.node.create_subscription(String, "/mase/policy_updates", self._on_update, LATCHED)
         self.node.create_subscription(String, "/mase/runs", lambda m: self.runs.append(json.loads(m.data)), EVENTS)
         self.node.create_subscription(String, "/mase/nse_monitor",
@@ -97,6 +105,11 @@ class Watcher:
         if self.frame.distance_to_cell(pose.x, pose.y, cell) < self.visit_radius * self.frame.cell_size:
             if not self.visited[robot] or self.visited[robot][-1] != cell:
                 self.visited[robot].append(cell)
+
+    def at_reported_cell(self, robot: str) -> bool:
+        """The last cell seen in the robot's odometry is the one its executor last reported."""
+        cell = self.status.get(robot, {}).get("cell")
+        return bool(self.visited[robot]) and cell is not None and self.visited[robot][-1] == tuple(cell)
 
     def spin_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -207,6 +220,9 @@ def run_episode(method: str | None, seed: int, episodes: int = 100, update_fract
                            "both robots to finish their tasks")
         watcher.spin_until(lambda: all(_reported(watcher.status[r]) for r in ROBOTS), 10.0,
                            "the robots' last state reports")
+        # queued poses read up to each robot's final cell
+        watcher.spin_until(lambda: all(watcher.at_reported_cell(r) for r in ROBOTS), 10.0,
+                           "odometry of both robots in their final cells")
         monitor = operator.monitor(scenario_id)
         run = operator.run(run_id) if run_id is not None else None
         observations = int(monitor["observations"])
