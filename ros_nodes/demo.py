@@ -49,11 +49,10 @@ class Watcher:
     def __post_init__(self) -> None:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
+        from rclpy.qos import QoSProfile
         from std_msgs.msg import Empty, String
         from std_srvs.srv import Trigger
         from nav_msgs.msg import Odometry
-
-        from rclpy.qos import QoSProfile
 
         from .runtime import EVENTS, LATCHED, ODOM_IN
 
