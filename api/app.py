@@ -1,142 +1,188 @@
-"""The FastAPI application: `create_app(settings)` wires settings, database, runs and routers."""
+"""The FastAPI application: `create_app(settings)` wires settings, database, caches, jobs
+and routers; `app_from_env()` is the factory each uvicorn worker calls."""
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
+from starlette.convertors import CONVERTOR_TYPES
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
-from sqlalchemy.exc import IntegrityError
+from starlette.routing import compile_path
 
 from planner.backends import BACKENDS
+from planner.budget import DEFAULT_BUDGET
 
+from . import http
+from .cache import ChangeFeed, ScenarioCache
 from .db import Database
-from .errors import install_handlers
-from .fleets import FleetStore
-from .jobs import RunManager
-from .models import ScenarioRow
-from .routers import meta, robots, rules, runs, scenarios
-from .schemas import ErrorDetail, ScenarioCreate
-from .security import hash_token, read_operator_tokens
+from .errors import http_error_response, install_handlers
+from .fastlane import FastLane
+from .http import BodyReader, SafeJSONResponse
+from .jobs import JobManager
+from .models import ScenarioRow, ServiceLockRow, utcnow
+from .repository import prune_observations
+from .events import Broker
+from .models import EventTicketRow
+from .routers import console, events, logs, meta, robots, rules, runs, scenarios
+from .schemas import ErrorDetail, Health, ScenarioCreate
+from .security import operator_entry, read_operator_tokens
 from .settings import Settings
 
 log = logging.getLogger("mase.api")
+ROUTERS = (robots, meta, scenarios, rules, runs, console, events, logs)  # robots first: their queries are matched with the fewest routes tried
 
-#: created in an empty database at start-up: (name, map, robots, slack). The demo's slack of
-#: 300 (per-state slack 3) lets a replanned Turtlebot take the two-step detour round the reef.
-SHIPPED_SCENARIOS = (("salp demo (two Turtlebots)", "salp-demo", 2, 300.0), ("salp-1", "salp-1", 10, 100.0),
-                     ("overcooked-1", "overcooked-1", 10, 100.0), ("warehouse-1", "warehouse-1", 10, 100.0))
-
-
-class BodySizeLimit:
-    """Refuse bodies over `limit` bytes with 413, by header or while streaming."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await self._refuse(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope, receive, send):
-        response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413)
-        await response(scope, receive, send)
+#: created in an empty database at start-up: (name, map, robots, task budget, auto-deploy). The
+#: default budget (10 % of a robot's task cost) lets a replanned Turtlebot take the demo's
+#: two-step detour. No shipped scenario deploys by itself: a run is a proposal until an operator
+#: deploys it; the ROS bridge's `replan` service asks for its run to be deployed (it means
+#: "replan the robots"), and the history records that deployment as any other.
+SHIPPED_SCENARIOS = (("salp demo (two Turtlebots)", "salp-demo", 2, DEFAULT_BUDGET, False),
+                     ("salp-1", "salp-1", 10, DEFAULT_BUDGET, False),
+                     ("overcooked-1", "overcooked-1", 10, DEFAULT_BUDGET, False),
+                     ("warehouse-1", "warehouse-1", 10, DEFAULT_BUDGET, False))
 
 
-class _TooLarge(Exception):
-    pass
-
-
-def load_shipped_scenarios(database: Database, settings: Settings) -> None:
+def load_shipped_scenarios(database: Database, settings: Settings) -> bool:
+    """Create the shipped scenarios if the database has none; once, however many processes
+    start at the same time (the `startup` lock row)."""
+    rows = [scenarios.new_scenario(settings, ScenarioCreate(name=name, map=map_name, robots=n, slack=slack,
+                                                            auto_deploy=auto))
+            for name, map_name, n, slack, auto in SHIPPED_SCENARIOS]
     with database.transaction() as session:
+        session.execute(update(ServiceLockRow).where(ServiceLockRow.name == "startup").values(taken_at=utcnow()))
         if session.scalar(select(ScenarioRow.id).limit(1)) is not None:
+            return False
+        for row in rows:
+            scenarios.insert_scenario(session, row)
+    return True
+
+
+class Maintenance:
+    """Work done every `interval` seconds in the background: retention of the reports'
+    history, and of the change feed."""
+
+    def __init__(self, database: Database, feed: ChangeFeed, settings: Settings) -> None:
+        self.database, self.feed, self.settings = database, feed, settings
+        self._last = 0.0
+
+    def __call__(self) -> None:
+        import time
+
+        if time.monotonic() - self._last < self.settings.maintenance_interval:
             return
-    for name, map_name, n, slack in SHIPPED_SCENARIOS:
-        scenarios.create_scenario(database, settings, ScenarioCreate(name=name, map=map_name, robots=n, slack=slack))
+        self._last = time.monotonic()
+        pruned = prune_observations(self.database, self.settings.observations_keep)
+        if pruned:
+            log.info("pruned %d state reports (keeping %s)", pruned, self.settings.observations_keep)
+        self.feed.prune()
+        with self.database.transaction() as session:  # event-stream tickets live seconds
+            session.execute(delete(EventTicketRow).where(EventTicketRow.expires_at < utcnow()))
+
+
+def _allowed_methods(app: FastAPI):
+    """path -> methods of every route (for the Allow header of a 405): compiled from our own
+    routers' paths, which works whatever FastAPI does with included routers."""
+    table = []
+    for route in [*app.router.routes, *(r for module in ROUTERS for r in module.router.routes)]:
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if path and methods:
+            table.append((compile_path(path)[0], set(methods)))
+
+    def allowed(path: str) -> str:
+        found = set()
+        for regex, methods in table:
+            if regex.match(path):
+                found |= methods
+        return ", ".join(sorted(found))
+
+    return allowed
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     if settings.backend not in BACKENDS:
         raise ValueError(f"MASE_BACKEND={settings.backend!r} is not a backend; backends: {', '.join(BACKENDS)}")
+    if http.TimedHttpToolsProtocol is not None:
+        http.TimedHttpToolsProtocol.header_timeout = settings.read_timeout
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         database = Database(settings.database_url)
         database.migrate()
-        manager = RunManager(database, settings.run_workers, settings.progress_interval, settings.backend,
-                             settings.ray_address)
-        stale = manager.mark_interrupted("the service restarted while the run was queued or running")
-        if stale:
-            log.warning("marked %d unfinished runs as interrupted", stale)
-        if settings.load_shipped:
-            load_shipped_scenarios(database, settings)
+        feed = ChangeFeed(database, settings.change_poll_interval)
+        cache = ScenarioCache(database)
+        feed.subscribe(cache.on_change)
+        manager = JobManager(database, feed, run_workers=settings.run_workers, plan_workers=settings.plan_workers,
+                             progress_interval=settings.progress_interval, backend=settings.backend,
+                             ray_address=settings.ray_address, poll_interval=settings.job_poll_interval,
+                             heartbeat_interval=settings.heartbeat_interval, stale_after=settings.stale_after,
+                             maintenance=Maintenance(database, feed, settings))
+        broker = Broker(database, cache, interval=settings.events_interval, queue_size=settings.events_queue,
+                        per_token=settings.events_per_token, send_timeout=settings.events_send_timeout,
+                        ping_interval=settings.events_ping)
+        feed.subscribe(broker.on_change)
+        broker.start()
+        feed.start()
+        if settings.load_shipped and load_shipped_scenarios(database, settings):
+            manager.submit()
         app.state.settings = settings
         app.state.database = database
+        app.state.feed = feed
+        app.state.cache = cache
         app.state.runs = manager
-        app.state.fleets = FleetStore()
-        app.state.operator_token_hashes = read_operator_tokens(settings.tokens_file) + [
-            hash_token(t) for t in settings.extra_operator_tokens]
-        if not app.state.operator_token_hashes:
+        app.state.events = broker
+        app.state.health = Health(status="ok", version="1", database=database.dialect,
+                                  worker=manager.process_id).model_dump_json().encode()
+        app.state.operator_tokens = read_operator_tokens(settings.tokens_file) + [
+            entry for t in settings.extra_operator_tokens if (entry := operator_entry(t))]
+        if not app.state.operator_tokens:
             log.warning("no operator tokens: %s is missing or empty", settings.tokens_file)
         try:
             yield
         finally:
             manager.shutdown()
+            broker.stop()
+            feed.stop()
+            cache.clear()
             database.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the installed fastapi-offline
+    # package: they work without a network (FastAPI's own pages load them from a CDN)
+    app = FastAPIOffline(
         title="mase: multi-robot NSE mitigation service",
         version="1",
         description="Robots fetch their policies and local NSE penalties and report their states; operators "
                     "create scenarios, edit NSE rules, start mitigation runs and compare them. Every endpoint "
                     "except health needs a bearer token (operator, or a robot token bound to one robot).",
         lifespan=lifespan,
-        responses={400: {"model": ErrorDetail, "description": "The body could not be read"},
+        responses={400: {"model": ErrorDetail, "description": "The request could not be read"},
+                   408: {"model": ErrorDetail, "description": "The body did not arrive in time"},
                    413: {"model": ErrorDetail, "description": "The body is larger than the limit"}},
     )
     install_handlers(app)
+    for module in ROUTERS:
+        app.include_router(module.router)
+    allowed = _allowed_methods(app)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        headers = dict(error.headers or {})
-        if error.status_code == 405:  # name every method of the path, not just the first route's
-            allowed = set()
-            for route in app.router.routes:
-                match, _ = route.matches(request.scope)
-                if match is not Match.NONE:
-                    allowed |= getattr(route, "methods", None) or set()
-            headers["Allow"] = ", ".join(sorted(allowed))
-        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> SafeJSONResponse:
+        # a 405 names every method of the path, not just the first route's
+        return http_error_response(error, allowed(request.url.path) if error.status_code == 405 else None)
 
-    @app.exception_handler(IntegrityError)
-    async def _conflict(_request, _error: IntegrityError) -> JSONResponse:
-        return JSONResponse({"detail": "the request conflicts with a concurrent change; retry it"}, status_code=409)
-
-    for module in (meta, scenarios, rules, runs, robots):
-        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=meta.STATIC), name="static")
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyReader, limit=settings.max_body_bytes, timeout=settings.read_timeout)
+    if settings.fast_lane:  # added last: the outermost of our middleware, before the body reader and routing
+        app.add_middleware(FastLane)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory of `uvicorn --factory api.app:app_from_env` (each worker process calls it)."""
+    return create_app(Settings.from_env())
+
+
+__all__ = ["CONVERTOR_TYPES", "SHIPPED_SCENARIOS", "app_from_env", "create_app", "load_shipped_scenarios"]

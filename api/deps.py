@@ -1,38 +1,38 @@
-"""Dependencies injected into the routers: the database, the caller, the planned fleets."""
+"""Dependencies injected into the routers. All are `async` and touch no database on the hot
+path (FastAPI runs a plain `def` dependency in its thread pool, a cost on every request)."""
 from __future__ import annotations
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
+from .cache import ScenarioCache
 from .db import Database
-from .fleets import FleetStore
-from .jobs import RunManager
+from .jobs import JobManager
 from .security import Principal, authenticate, bearer, require_operator
 from .settings import Settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     return request.app.state.database
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_fleets(request: Request) -> FleetStore:
-    return request.app.state.fleets
+async def get_cache(request: Request) -> ScenarioCache:
+    return request.app.state.cache
 
 
-def get_runs(request: Request) -> RunManager:
+async def get_runs(request: Request) -> JobManager:
     return request.app.state.runs
 
 
-def get_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-                  db: Database = Depends(get_db)) -> Principal:
-    with db.sessions() as session:
-        return authenticate(request, session, credentials)
+async def get_principal(request: Request,
+                        credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    return await authenticate(request, credentials)
 
 
-def get_operator(principal: Principal = Depends(get_principal)) -> Principal:
+async def get_operator(principal: Principal = Depends(get_principal)) -> Principal:
     require_operator(principal)
     return principal

@@ -2,9 +2,11 @@
 
     python -m bench.all [--quick]
 
-Each runs in its own process: value iteration vs mdptoolbox-hiive (bench.vi), LVI vs its
-SpMV bound (bench.lvi), the exact monitor vs Monte Carlo (bench.monitor), blame evaluations
-per second (bench.blame), the whole mitigation at 10/100/1000 robots (bench.mitigation).
+Each runs in its own process: the task-objective solve against hiive, quantecon and
+mdpsolver (bench.vi), the same per robot on the robots' MDPs (bench.small_mdps), LVI's
+stages by modified policy iteration against value iteration (bench.lvi), the exact monitor
+vs Monte Carlo (bench.monitor), blame evaluations per second (bench.blame), the whole
+mitigation at 10/100/1000 robots (bench.mitigation).
 `--quick` runs small versions (a 120 x 120 grid, fleets up to 100 robots, one repeat) to
 check that everything works. Timings are wall clock on whatever else the machine is doing:
 each module prints the load average it started with.
@@ -16,8 +18,10 @@ import subprocess
 import sys
 import time
 
-FULL = [["bench.vi"], ["bench.lvi"], ["bench.monitor"], ["bench.blame"], ["bench.mitigation"]]
-QUICK = [["bench.vi", "--side", "120", "--repeat", "1"], ["bench.lvi", "--side", "120", "--repeat", "1"],
+FULL = [["bench.vi"], ["bench.small_mdps"], ["bench.lvi"], ["bench.monitor"], ["bench.blame"],
+        ["bench.mitigation"]]
+QUICK = [["bench.vi", "--side", "120", "--repeat", "1"], ["bench.small_mdps", "--quick"],
+         ["bench.lvi", "--side", "120", "--repeat", "1"],
          ["bench.monitor", "--sizes", "10", "--tolerances", "0.01", "--repeat", "1"],
          ["bench.blame", "--robots", "30", "--episodes", "5", "--repeat", "1"],
          ["bench.mitigation", "--sizes", "10", "100", "--repeat", "1"]]

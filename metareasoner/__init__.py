@@ -1,1 +1,1 @@
-"""The metareasoner: the NSE penalty (MATH.md section 3) and blame methods (sections 5, 7)."""
+"""The metareasoner: the NSE penalty (docs/FORMULATION.md section 3) and blame methods (sections 5, 7)."""

@@ -1,4 +1,4 @@
-"""Blame methods: who caused the NSE penalty of a joint state (MATH.md sections 5 and 7).
+"""Blame methods: who caused the NSE penalty of a joint state (docs/FORMULATION.md sections 5 and 7).
 
 Every method is a `BlameMethod`: parameters in the constructor, no state changed by
 use, and `blame(penalty, zone, value, valid=None) -> (B, n)` on a batch of joint
@@ -146,7 +146,7 @@ def _valid_mask(valid, shape: tuple[int, int, int]) -> np.ndarray | None:
 
 
 def recon_split(total, savings, participants, eps: float = 1e-6) -> np.ndarray:
-    """B_i = R_N (D_i + eps) / sum_{j in P} (D_j + eps) on P, 0 elsewhere (MATH.md section 5).
+    """B_i = R_N (D_i + eps) / sum_{j in P} (D_j + eps) on P, 0 elsewhere (docs/FORMULATION.md section 5).
 
     eps makes the split even when no participant could have helped on its own.
     """
@@ -175,7 +175,7 @@ class BlameMethod(_Params):
 
 
 class CounterfactualBlame(BlameMethod):
-    """RECON (MATH.md section 5): split R_N(s) among the participants in proportion to
+    """RECON (docs/FORMULATION.md section 5): split R_N(s) among the participants in proportion to
     D_i(s) + eps, D_i being what robot i alone could have saved with a valid value.
 
     `valid=None` treats every value as reachable.
@@ -213,7 +213,7 @@ class CounterfactualBlame(BlameMethod):
 
     def blame_of_one(self, penalty, zone, value, valid, rows, agents, new_values) -> np.ndarray:
         """(K,): the blame of robot `agents[k]` in joint state `rows[k]` with its value set to
-        `new_values[k]` (generalised RECON's counterfactual training pairs, MATH.md 6).
+        `new_values[k]` (generalised RECON's counterfactual training pairs, docs/FORMULATION.md 6).
 
         The same formula as `blame` on those K counterfactual states (every robot keeps its
         row of `valid`), without building them: robots are grouped by type (zone, value, valid
@@ -549,7 +549,7 @@ class ShapleyBlame(BlameMethod):
 class ExchangeValue(BlameMethod):
     """EV_i(s) = mean over j != i of [R_N(s) - R_N(s with i's dynamic value replaced by j's)].
 
-    This is MATH.md section 7's version: the group is the whole joint state and only
+    This is docs/FORMULATION.md section 7's version: the group is the whole joint state and only
     the dynamic value is exchanged (robot i keeps its place). Paper 000 (Def. 4.1) also
     averages over every sub-group size; the sign agrees: positive means robot i's value
     causes more penalty than a randomly chosen other robot's would.

@@ -1,62 +1,50 @@
-"""NSE mitigation: monitor the joint policy, blame robots, compile local penalties and
-make the most-blamed robots replan with LVI (MATH.md sections 5-8).
+"""NSE mitigation: monitor the joint policy, compile local penalties, select robots, replan them
+within their task budgets, and accept only replans that lower the fleet's exact NSE penalty
+(docs/FORMULATION.md sections 5-10).
 
-`Mitigation(method=...)` is the one entry point; every method of section 7 plugs in
-either a blame method (RECON, difference reward, WLU, D++, Shapley, exchange value from the
-model or from logs),
-a generaliser of blame (generalised RECON with or without counterfactual data) or its
-own reward (considerate reward).
+`Mitigation(method=...)` runs the loop, written once:
+
+    monitor -> compile penalties (the method's strategy) -> select -> replan -> accept -> report
+
+A method is a *strategy* (`strategies.PenaltyStrategy`): from the fleet, the current policies,
+the exact count distributions and (if it asks for them) Monte Carlo rollouts, it produces one
+score per robot (its blame, what ranks it) and the local penalty each selected robot replans
+with. `METHODS` maps a method's name to its strategy.
 """
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
-from sklearn.ensemble import RandomForestRegressor
+from sklearn.base import BaseEstimator
 
 from planner.backends import Backend, get_backend
+from planner.budget import BudgetedPolicy, budgeted_lvi
 from planner.domains import get_domain
 from planner.scenario import RobotPlan, Scenario, plan_fleet
-from planner.solvers import (
-    lexicographic_policy_that_finishes,
-    policy_evaluation,
-    value_iteration,
-)
+from planner.solvers import policy_evaluation, state_distributions
 
-from .blame import (
-    CounterfactualBlame,
-    DifferenceReward,
-    DPlusPlus,
-    ExchangeValue,
-    ExchangeValueFromLogs,
-    ShapleyBlame,
-    WonderfulLifeUtility,
-    recon_split,
-)
 from .monitor import (
+    FleetCounts,
     MonitorReport,
     RobotModel,
+    _exact_nse_rate,
     cell_occupancy,
-    exact_monitor,
     monte_carlo_monitor,
-    poisson_binomial,
     robot_model,
 )
 from .penalty import NSEPenalty
+from .strategies import REFERENCES, STRATEGIES, PenaltyStrategy, RoundContext
 
-METHODS = ("naive", "recon", "gen-recon", "gen-recon-cf", "difference-reward", "wlu", "dpp", "considerate",
-           "shapley", "exchange", "exchange-logs")
-_BLAME = {
-    "recon": CounterfactualBlame, "gen-recon": CounterfactualBlame, "gen-recon-cf": CounterfactualBlame,
-    "difference-reward": DifferenceReward, "wlu": WonderfulLifeUtility, "dpp": DPlusPlus,
-    "shapley": ShapleyBlame, "exchange": ExchangeValue,
-}
-PHASES = ("plan", "monitor", "blame", "generalise", "replan")
+METHODS = tuple(STRATEGIES)
+PHASES = ("plan", "monitor", "blame", "generalise", "replan", "accept")
+#: a replan is accepted when it lowers J_N by more than this fraction of J_N (rounding)
+ACCEPT_TOLERANCE = 1e-12
+#: a fleet keeps the cell occupancy of at most this many behaviours (about 20 KB each)
+MAX_KEPT_OCCUPANCIES = 50_000
 
 
 @dataclass
@@ -70,6 +58,8 @@ class Fleet:
     dynamic_feature: str
     n_values: int
     plan_seconds: float = 0.0
+    _valid: dict = field(default_factory=dict, repr=False)
+    _occupancy: dict = field(default_factory=dict, repr=False)  # behaviour key -> (H+1, Z+1, V)
 
     @classmethod
     def plan(cls, scenario: Scenario, progress: Callable[[int, int], None] | None = None,
@@ -90,16 +80,93 @@ class Fleet:
     def horizon(self) -> int:
         return self.scenario.world.horizon
 
+    @property
+    def budgets(self) -> np.ndarray:
+        """(n,) each robot's task budget in task-value units (docs/FORMULATION.md 2)."""
+        return np.array([self.scenario.budget.amount(p.task_value) for p in self.plans])
+
     def models(self, policies: Sequence[np.ndarray]) -> list[RobotModel]:
         return [robot_model(p, self.static_feature, self.dynamic_feature, pol) for p, pol in zip(self.plans, policies)]
 
+    def occupancy(self, policies: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, H+1, Z+1, V): P(robot i in zone z with value v at step t), computed once per
+        behaviour (kept: the acceptance step and the final report ask again for the same ones)."""
+        keys = self.behaviour_keys(policies)
+        if len(self._occupancy) > MAX_KEPT_OCCUPANCIES:
+            self._occupancy.clear()
+        missing: dict[tuple, int] = {}
+        for i, key in enumerate(keys):
+            if key not in self._occupancy:
+                missing.setdefault(key, i)
+        if missing:
+            robots = [robot_model(self.plans[i], self.static_feature, self.dynamic_feature, policies[i])
+                      for i in missing.values()]
+            for key, occ in zip(missing, cell_occupancy(robots, self.horizon, self.n_zones, self.n_values)):
+                self._occupancy[key] = occ
+        return np.stack([self._occupancy[key] for key in keys]) if keys else \
+            np.zeros((0, self.horizon + 1, self.n_zones + 1, self.n_values))
+
+    def behaviour_key(self, i: int, policy: np.ndarray) -> tuple:
+        """Robots with equal keys move identically in distribution (one MDP, one policy)."""
+        policy = np.asarray(policy)
+        return (id(self.plans[i].mdp), policy.dtype.str, policy.shape, policy.tobytes())
+
+    def behaviour_keys(self, policies: Sequence[np.ndarray]) -> list[tuple]:
+        """`behaviour_key` of every robot; a policy array shared by robots is read once."""
+        seen: dict[tuple, tuple] = {}
+        keys = []
+        for i, policy in enumerate(policies):
+            fast = (id(self.plans[i].mdp), id(policy))
+            if fast not in seen:
+                seen[fast] = self.behaviour_key(i, policy)
+            keys.append(seen[fast])
+        return keys
+
+    def counts(self, policies: Sequence[np.ndarray]) -> FleetCounts:
+        """The exact count distributions of the joint policy, changeable one robot at a time."""
+        return self.exact_and_counts(policies)[1]
+
     def exact(self, policies: Sequence[np.ndarray]) -> MonitorReport:
-        return exact_monitor(self.penalty, self.models(policies), self.horizon, self.n_zones, self.n_values,
-                             self.scenario.world.min_count)
+        """The exact monitor's report (J_N, NSE-state rate, per step and per zone)."""
+        return self.exact_and_counts(policies)[0]
+
+    def exact_and_counts(self, policies: Sequence[np.ndarray]) -> tuple[MonitorReport, FleetCounts]:
+        occ = self.occupancy(policies)
+        counts = FleetCounts(self.penalty, occ, keys=self.behaviour_keys(policies))
+        per_step, per_zone = counts.breakdown()
+        rate = _exact_nse_rate(occ, counts.cells, self.scenario.world.min_count, counts.behaviours)
+        return MonitorReport("exact", float(per_step.sum()), rate, per_step, per_zone), counts
+
+    def robot_occupancy(self, i: int, policy: np.ndarray) -> np.ndarray:
+        """(H+1, Z+1, V) for robot i following `policy`."""
+        key = self.behaviour_key(i, policy)
+        if key not in self._occupancy:
+            if len(self._occupancy) > MAX_KEPT_OCCUPANCIES:
+                self._occupancy.clear()
+            self._occupancy[key] = cell_occupancy(
+                [robot_model(self.plans[i], self.static_feature, self.dynamic_feature, policy)],
+                self.horizon, self.n_zones, self.n_values)[0]
+        return self._occupancy[key]
+
+    def state_distribution(self, i: int, policy: np.ndarray) -> np.ndarray:
+        """(H+1, S_i): robot i's forward state distribution under `policy`."""
+        return state_distributions(self.plans[i].mdp, policy, self.horizon)
+
+    def cells_of(self, i: int) -> np.ndarray:
+        """(S_i,) the (zone, value) cell index z * V + v of each of robot i's states."""
+        model = robot_model(self.plans[i], self.static_feature, self.dynamic_feature)
+        return model.zone * self.n_values + model.value
+
+    def valid_table(self, i: int) -> np.ndarray:
+        """(S_i, V) bool: robot i's state with its dynamic value set to v is reachable."""
+        mdp = self.plans[i].mdp
+        if id(mdp) not in self._valid:
+            self._valid[id(mdp)] = valid_value_table(self.plans[i], self.dynamic_feature, self.n_values)
+        return self._valid[id(mdp)]
 
 
 def valid_value_table(plan: RobotPlan, dynamic_feature: str, n_values: int) -> np.ndarray:
-    """(S, V) bool: the robot's state with its dynamic value set to v is reachable (MATH.md 5)."""
+    """(S, V) bool: the robot's state with its dynamic value set to v is reachable (docs/FORMULATION.md 5)."""
     mdp = plan.mdp
     col = mdp.feature_index(dynamic_feature)
     rows = np.repeat(mdp.states[:, None, :], n_values, axis=1)
@@ -110,11 +177,28 @@ def valid_value_table(plan: RobotPlan, dynamic_feature: str, n_values: int) -> n
 @dataclass
 class RobotOutcome:
     robot_id: str
-    blame: float  # total blame per episode, summed over rounds
-    updated: bool
-    task_regret: float  # V1*(s0) - V1^pi(s0)
-    slack: float  # the slack the robot was given
-    slack_used: float  # the slack of its final LVI (smaller if the full slack allowed stalling)
+    blame: float  # total score per episode (its blame), summed over rounds
+    updated: bool  # follows a new policy at the end
+    task_regret: float  # V1*(s0) - V1^pi(s0), exact policy evaluation
+    slack: float  # its task budget, task-value units
+    task_cost: float  # |V1*(s0)|, its optimal expected task cost
+    lvi_slack: float  # the LVI slack delta (or the method's setting) of its final replan; 0 if none
+    rank: int | None  # its rank by score in the first round it was scored (1 = most blamed)
+    selected: int  # rounds in which it was selected to replan
+    rejected: int  # of those, rounds whose replan the acceptance step refused
+
+
+@dataclass
+class RoundReport:
+    round: int
+    nse: float  # exact J_N after the round
+    accepted: list[str]
+    rejected: list[str]
+    cutoff: float  # the score of the last robot selected (0 if none)
+
+    def as_dict(self) -> dict:
+        return {"round": self.round, "nse": self.nse, "accepted": self.accepted, "rejected": self.rejected,
+                "cutoff": self.cutoff}
 
 
 @dataclass
@@ -123,10 +207,13 @@ class MitigationResult:
     before: MonitorReport
     after: MonitorReport
     robots: list[RobotOutcome]
-    rounds: int
+    rounds: list[RoundReport]
     seconds: dict[str, float]
     policies: list[np.ndarray] = field(repr=False)
     local_penalties: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    counterfactual_share: float | None = None
+    nse_after_orders: float | None = None  # J_N once the operators' desired outcomes applied
+    budget: str = ""
 
     @property
     def updated(self) -> list[str]:
@@ -138,15 +225,19 @@ class MitigationResult:
 
         return {
             "method": self.method,
+            "budget": self.budget,
             "nse_before": self.before.total_penalty,
+            "nse_after_orders": self.nse_after_orders,
             "nse_after": self.after.total_penalty,
             "nse_state_rate_before": clean(self.before.nse_state_rate),
             "nse_state_rate_after": clean(self.after.nse_state_rate),
             "updated": self.updated,
-            "rounds": self.rounds,
+            "rounds": [r.as_dict() for r in self.rounds],
+            "counterfactual_share": clean(self.counterfactual_share),
             "seconds": self.seconds,
-            "robots": [{"id": r.robot_id, "blame": r.blame, "task_regret": r.task_regret, "slack": r.slack,
-                        "slack_used": r.slack_used, "updated": r.updated} for r in self.robots],
+            "robots": [{"id": r.robot_id, "blame": r.blame, "updated": r.updated, "task_regret": r.task_regret,
+                        "slack": r.slack, "task_cost": r.task_cost, "lvi_slack": r.lvi_slack, "rank": r.rank,
+                        "selected": r.selected, "rejected": r.rejected} for r in self.robots],
         }
 
 
@@ -154,25 +245,29 @@ class Mitigation(BaseEstimator):
     """Detect and mitigate NSEs for a planned fleet.
 
     Parameters (scikit-learn style, all in the constructor):
-      method            one of METHODS
-      update_fraction   f: the ceil(f * n) most blamed robots replan each round
-      rounds            round limit of iterative RECON
+      method            one of METHODS (its strategy: `metareasoner.strategies`)
+      update_fraction   f: the ceil(f * n) highest-scored robots replan each round
+      rounds            round limit (rounds also stop when J_N <= tolerance or none is accepted)
       tolerance         tau: stop when the exact J_N is at most this
-      episodes          Monte Carlo episodes whose visited joint states are blamed
+      episodes          Monte Carlo episodes whose visited joint states are blamed, at most: large
+                        fleets use fewer, so that a round blames about `max_samples` (robot, step)
+                        pairs (each episode of n robots holds n (H + 1) of them), never fewer than 2
+      max_samples       see `episodes`
       seed              seeds the rollouts (and the default regressor)
-      regressor         any estimator with fit/predict for generalised RECON
-                        (default: a random forest)
+      regressor         any estimator with fit/predict for generalised RECON (default: a random forest)
       max_training_pairs  generalised RECON subsamples its training set to this size
       selfish, care     alpha1, alpha2 of the considerate reward
-      desired_outcomes  `rules.DesiredOutcome`s: their proxy robots replan with them first
-      backend           where the selected robots replan: "local" (this machine's cores),
-                        "serial", "ray" or a `planner.backends.Backend`; same results
+      desired_outcomes  `rules.DesiredOutcome`s: orders for their proxy robots, applied first, as asked
+      backend           where the selected robots replan: "local" (this machine's cores), "serial",
+                        "ray" or a `planner.backends.Backend`; same results
+      bisection_steps   how finely each robot's LVI slack is searched to meet its budget
     """
 
-    def __init__(self, method: str = "recon", update_fraction: float = 0.25, rounds: int = 1,
+    def __init__(self, method: str = "recon", update_fraction: float = 0.25, rounds: int = 5,
                  tolerance: float = 0.0, episodes: int = 100, seed: int = 0, regressor=None,
-                 max_training_pairs: int = 50_000, selfish: float = 1.0, care: float = 1.0,
-                 desired_outcomes: tuple = (), backend="local") -> None:
+                 max_training_pairs: int = 50_000, selfish: float = 1.0, care: float = 2.0,
+                 desired_outcomes: tuple = (), backend="local", bisection_steps: int = 6,
+                 max_samples: int = 2_000_000) -> None:
         self.method = method
         self.update_fraction = update_fraction
         self.rounds = rounds
@@ -185,9 +280,18 @@ class Mitigation(BaseEstimator):
         self.care = care
         self.desired_outcomes = desired_outcomes
         self.backend = backend
+        self.bisection_steps = bisection_steps
+        self.max_samples = max_samples
+
+    def strategy(self) -> PenaltyStrategy | None:
+        """The method's strategy, built from these parameters (None: naive, nothing replans)."""
+        make = STRATEGIES.get(self.method) or REFERENCES.get(self.method)
+        if make is None:
+            raise ValueError(f"unknown method {self.method!r}; methods: {', '.join(METHODS)}")
+        return make(self)
 
     def _check(self, fleet: Fleet) -> None:
-        if self.method not in METHODS:
+        if self.method not in METHODS and self.method not in REFERENCES:
             raise ValueError(f"unknown method {self.method!r}; methods: {', '.join(METHODS)}")
         f = self.update_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
@@ -202,155 +306,178 @@ class Mitigation(BaseEstimator):
             raise ValueError(f"exchange value from logs needs at least two robots: it compares logged groups in "
                              f"which one robot stands in for another, and the fleet has {len(fleet.plans)}")
 
-    def run(self, fleet: Fleet, progress: Callable[[str, float], None] | None = None) -> MitigationResult:
-        """Mitigate; `progress(phase, fraction_done)` is called as work advances."""
+    def run(self, fleet: Fleet, progress: Callable[[str, float], None] | None = None,
+            policies: Sequence[np.ndarray] | None = None) -> MitigationResult:
+        """Mitigate from `policies` (default: the naive ones); `progress(phase, fraction_done)`."""
         self._check(fleet)
+        strategy = self.strategy()
         report = progress or (lambda phase, done: None)
         seconds = dict.fromkeys(PHASES, 0.0)
         seconds["plan"] = fleet.plan_seconds
         n = len(fleet.plans)
-        slack = fleet.scenario.slack
-        policies = [p.policy for p in fleet.plans]
-        local = {}  # robot index -> accumulated local penalty Rhat_i (S_i,)
-        blame_total = np.zeros(n)
-        updated = np.zeros(n, bool)
-        slack_used = np.zeros(n)
+        ids = [p.task.robot_id for p in fleet.plans]
+        budgets = fleet.budgets
+        start_policies = [p.policy for p in fleet.plans] if policies is None else [np.asarray(p) for p in policies]
+        if len(start_policies) != n:
+            raise ValueError(f"policies must hold one policy per robot ({n}), got {len(start_policies)}")
+        policies = list(start_policies)
+        settings = np.zeros(n)
+        score_total = np.zeros(n)
+        rank: list[int | None] = [None] * n
+        selected, rejected_count = np.zeros(n, int), np.zeros(n, int)
         clock = time.perf_counter()
-        before = fleet.exact(policies)
-        after = before
+        before, counts = fleet.exact_and_counts(policies)
         seconds["monitor"] += time.perf_counter() - clock
+
+        orders: dict[int, np.ndarray] = {}  # robot -> the desired outcomes' local penalty
+        nse_after_orders = None
         if self.desired_outcomes:
             clock = time.perf_counter()
-            self._apply_outcomes(fleet, policies, local, updated, slack_used)
+            orders = self._orders_penalties(fleet)
+            planned = self._replan_many(None, fleet, [(i, orders[i]) for i in orders], budgets)
+            for i, result in zip(orders, planned):  # orders apply as asked: no acceptance step
+                policies[i], settings[i] = result.policy, result.setting
+                counts.swap(i, counts.cell_probabilities(fleet.robot_occupancy(i, result.policy)),
+                            fleet.behaviour_key(i, result.policy))
+            nse_after_orders = counts.total()
             seconds["replan"] += time.perf_counter() - clock
-            after = fleet.exact(policies)
-        valid_tables = None
-        rounds = 0
+        floor_policies = list(policies)  # what the method's own changes are judged against
+        floor = counts.total()
+
+        local: dict[int, np.ndarray] = {}  # what each robot last replanned with (beyond its orders)
+        rounds: list[RoundReport] = []
+        share = None
+        k = math.ceil(self.update_fraction * n)
+        episodes = self.episodes_for(fleet)
         for round_index in range(self.rounds):
-            if self.method == "naive" or after.total_penalty <= self.tolerance or self.update_fraction == 0:
+            if strategy is None or k == 0 or counts.total() <= self.tolerance:
                 break
-            rounds += 1
-            report("monitor", round_index / self.rounds)
-            clock = time.perf_counter()
-            mc, visits = monte_carlo_monitor(fleet.penalty, fleet.models(policies), fleet.horizon,
-                                             episodes=self.episodes, seed=self.seed + round_index)
-            seconds["monitor"] += time.perf_counter() - clock
-            report("blame", round_index / self.rounds)
-            clock = time.perf_counter()
-            if self.method == "considerate":
-                new_local, exposure = self._considerate_penalties(fleet, policies)
-                score = exposure
-            else:
-                states = visits.states.reshape(-1, n)
-                zone, value = visits.zone.reshape(-1, n), visits.value.reshape(-1, n)
-                if self.method == "exchange-logs":
-                    blame = self._blame_from_logs(fleet, zone, value)
-                else:
-                    if valid_tables is None:
-                        valid_tables = [valid_value_table(p, fleet.dynamic_feature, fleet.n_values)
-                                        for p in fleet.plans]
-                    valid = np.stack([valid_tables[i][states[:, i]] for i in range(n)], axis=1)
-                    blame = self._blame_method().blame(fleet.penalty, zone, value, valid)
-                score = blame.sum(axis=0) / self.episodes
-                seconds["blame"] += time.perf_counter() - clock
+            done = round_index / self.rounds
+            visits = None
+            if strategy.uses_rollouts:
+                report("monitor", done)
                 clock = time.perf_counter()
-                if self.method.startswith("gen-recon"):
-                    report("generalise", round_index / self.rounds)
-                    new_local = self._generalised_penalties(fleet, states, zone, value, valid, blame)
-                    seconds["generalise"] += time.perf_counter() - clock
-                else:
-                    new_local = {}
-                    for i in range(n):  # one bincount per robot, not per state
-                        s_i = fleet.plans[i].mdp.n_states
-                        visits_i = np.bincount(states[:, i], minlength=s_i)
-                        sums = np.bincount(states[:, i], weights=blame[:, i], minlength=s_i)
-                        mean = np.divide(sums, visits_i, out=np.zeros(s_i), where=visits_i > 0)
-                        # a local penalty is never a reward (exchange values and D++ can be < 0)
-                        new_local[i] = np.maximum(mean, 0.0)
-                    seconds["blame"] += time.perf_counter() - clock
-            blame_total += score
-            k = math.ceil(self.update_fraction * n)
-            ranked = [i for i in np.argsort(-score, kind="stable") if score[i] > 0][:k]
-            report("replan", round_index / self.rounds)
+                _, visits = monte_carlo_monitor(fleet.penalty, fleet.models(policies), fleet.horizon,
+                                                episodes=episodes, seed=self.seed + round_index)
+                seconds["monitor"] += time.perf_counter() - clock
+                if share is None:
+                    share = counterfactual_share(fleet, visits)
+            report("blame", done)
+            context = RoundContext(fleet, policies, counts, visits, round_index, self.seed, episodes)
             clock = time.perf_counter()
+            proposal = strategy.propose(context)
+            for phase, spent in proposal.seconds.items():
+                seconds[phase] += spent
+            seconds["blame"] += max(0.0, time.perf_counter() - clock - sum(proposal.seconds.values()))
+            scores = np.asarray(proposal.scores, dtype=float)
+            score_total += scores
+            order = np.argsort(-scores, kind="stable")
+            for position, i in enumerate(order):
+                if rank[i] is None and scores[i] > 0:
+                    rank[i] = position + 1
+            screening = max(1, int(getattr(strategy, "screening", 1)))
+            ranked = [int(i) for i in order[: k * screening] if scores[i] > 0]
+            if not ranked:
+                break
+            report("replan", done)
+            clock = time.perf_counter()
+            jobs = []
             for i in ranked:
-                local[i] = local.get(i, 0.0) + new_local[i]
-            replanned = self._replan_many(fleet, [(i, local[i]) for i in ranked], slack)
-            for i, (policies[i], slack_used[i]) in zip(ranked, replanned):
-                updated[i] = True
+                new = proposal.penalty(i)
+                local[i] = local[i] + new if strategy.accumulates and i in local else new
+                jobs.append((i, local[i] + orders[i] if i in orders else local[i]))
+            planned = self._replan_many(strategy, fleet, jobs, budgets)
             seconds["replan"] += time.perf_counter() - clock
+            report("accept", done)
             clock = time.perf_counter()
-            after = fleet.exact(policies)
-            seconds["monitor"] += time.perf_counter() - clock
+            accepted, rejected = self._accept(fleet, counts, policies, settings, ranked, planned,
+                                              limit=k, by_improvement=screening > 1)
+            selected[ranked] += 1
+            rejected_count[rejected] += 1
+            seconds["accept"] += time.perf_counter() - clock
+            rounds.append(RoundReport(round_index + 1, counts.total(), [ids[i] for i in accepted],
+                                      [ids[i] for i in rejected], float(scores[ranked[-1]])))
+            if not accepted:
+                break
         report("done", 1.0)
+        clock = time.perf_counter()
+        after = fleet.exact(policies)
+        if after.total_penalty > floor and any(a is not b for a, b in zip(policies, floor_policies)):
+            # the accepted changes lowered J_N up to rounding only: keep what the run started from
+            policies = list(floor_policies)
+            after = fleet.exact(policies)
+        seconds["monitor"] += time.perf_counter() - clock
         regrets = self._regrets(fleet, policies)
-        robots = [RobotOutcome(p.task.robot_id, float(blame_total[i]), bool(updated[i]), float(regrets[i]),
-                               float(slack), float(slack_used[i]) if updated[i] else 0.0)
-                  for i, p in enumerate(fleet.plans)]
-        return MitigationResult(self.method, before, after, robots, rounds, seconds, policies, local)
+        updated = [policies[i] is not start_policies[i] for i in range(n)]
+        robots = [RobotOutcome(ids[i], float(score_total[i]), bool(updated[i]), float(regrets[i]),
+                               float(budgets[i]), abs(fleet.plans[i].task_value),
+                               float(settings[i]) if updated[i] else 0.0, rank[i], int(selected[i]),
+                               int(rejected_count[i])) for i in range(n)]
+        return MitigationResult(self.method, before, after, robots, rounds, seconds, policies, local, share,
+                                nse_after_orders, str(fleet.scenario.budget))
+
+    def episodes_for(self, fleet: Fleet) -> int:
+        """Rollouts per round: `episodes`, or fewer (at least 2) so that they hold about
+        `max_samples` (robot, step) pairs."""
+        per_episode = len(fleet.plans) * (fleet.horizon + 1)
+        return int(max(2, min(self.episodes, self.max_samples // max(1, per_episode))))
 
     # -- the pieces ------------------------------------------------------------------------
-    def _apply_outcomes(self, fleet: Fleet, policies, local, updated, slack_used) -> None:
-        """Pre-strategy intervention: proxy robots replan with the operators' desired outcomes."""
+
+    def _accept(self, fleet: Fleet, counts: FleetCounts, policies: list, settings: np.ndarray,
+                ranked: list[int], planned: list[BudgetedPolicy], limit: int,
+                by_improvement: bool = False) -> tuple[list[int], list[int]]:
+        """Keep a robot's new policy only if it lowers the exact J_N (docs/FORMULATION.md 10), each judged
+        against the fleet with the replans accepted before it, at most `limit` of them: in rank
+        order, or (`by_improvement`) largest first-judged improvement first."""
+        accepted, rejected = [], []
+        occupancy: dict[tuple, np.ndarray] = {}
+
+        def cells(i: int, policy: np.ndarray) -> np.ndarray:
+            key = (id(fleet.plans[i].mdp), policy.tobytes())
+            if key not in occupancy:
+                occupancy[key] = counts.cell_probabilities(fleet.robot_occupancy(i, policy))
+            return occupancy[key]
+
+        todo = [(i, r) for i, r in zip(ranked, planned) if not np.array_equal(r.policy, policies[i])]
+        rejected += [i for i, r in zip(ranked, planned) if np.array_equal(r.policy, policies[i])]
+        if by_improvement:
+            first = {i: counts.change(i, cells(i, r.policy)) for i, r in todo}
+            todo.sort(key=lambda item: first[item[0]])
+        threshold = ACCEPT_TOLERANCE * max(1.0, counts.total())
+        for i, result in todo:
+            p_new = cells(i, result.policy)
+            if len(accepted) < limit and counts.change(i, p_new) < -threshold:
+                counts.swap(i, p_new, fleet.behaviour_key(i, result.policy))
+                policies[i], settings[i] = result.policy, result.setting
+                accepted.append(i)
+            else:
+                rejected.append(i)
+        return accepted, rejected
+
+    def _orders_penalties(self, fleet: Fleet) -> dict[int, np.ndarray]:
+        """Pre-strategy intervention: the local penalty each proxy robot's desired outcomes give it."""
         domain = get_domain(fleet.scenario.world.domain)
         ids = [p.task.robot_id for p in fleet.plans]
         outcomes = [o.validated(fleet.scenario.world, domain.dynamic_feature, ids) for o in self.desired_outcomes]
+        out: dict[int, np.ndarray] = {}
         for outcome in outcomes:
             for robot in outcome.robots:
                 i = ids.index(robot)
                 model = robot_model(fleet.plans[i], fleet.static_feature, fleet.dynamic_feature)
                 extra = outcome.local_penalty(model.zone, model.value, fleet.scenario.world, domain.dynamic_feature)
-                local[i] = local.get(i, 0.0) + extra
-        for i in local:
-            policies[i], slack_used[i] = self._replan(fleet.plans[i], local[i], fleet.scenario.slack, fleet)
-            updated[i] = True
+                out[i] = out.get(i, 0.0) + extra
+        return out
 
-    def _blame_method(self):
-        cls = _BLAME[self.method]
-        return cls(seed=self.seed) if cls is ShapleyBlame else cls()
-
-    def _blame_from_logs(self, fleet: Fleet, zone: np.ndarray, value: np.ndarray) -> np.ndarray:
-        """Exchange values from logs (MATH.md 7, paper 000), turned into per-visit blame (B, n).
-
-        The logs are the Monte Carlo joint states: at each step, the robots standing in one NSE
-        zone form a group (a robot alone in a zone too) and the zone's share of R_N is the
-        group's collective score; the values of the dynamic feature are not read, so the
-        estimator sees only who was together and how bad it was. Then each group's score is
-        split among its members in proportion to max(EV_i, 0) (+ eps, RECON's split), so blame
-        sums to R_N as for RECON and the local penalty is its mean per visited state. Robots never
-        in a zone are in no log: they caused no logged NSE and get no blame (ExchangeValueFromLogs
-        would report them as unestimated); a robot in the logs without a usable comparison (its
-        EV is NaN) counts as EV 0, an average robot. With fewer than two robots in the logs there
-        is no one to compare and nobody is blamed.
-        """
-        B, n = zone.shape
-        scores = fleet.penalty.zone_breakdown(zone, value)  # (B, Z+1): each zone's share of R_N(s)
-        members = np.concatenate([zone == z for z in range(1, fleet.n_zones + 1)])  # (B Z, n)
-        score = scores[:, 1:].T.ravel()  # in the same order: zone-major
-        logged = members.any(axis=1)
-        groups, inverse = np.unique(members[logged], axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        mean_score = np.bincount(inverse, weights=score[logged]) / np.bincount(inverse)  # repeated logs averaged
-        robots = np.flatnonzero(groups.any(axis=0)).tolist()
-        blame = np.zeros((B, n))
-        if len(robots) < 2:
-            return blame
-        estimator = ExchangeValueFromLogs(seed=self.seed)
-        with warnings.catch_warnings():  # unestimated robots are handled below (EV 0)
-            warnings.filterwarnings("ignore", message="no usable comparisons", category=RuntimeWarning)
-            estimator.fit([np.flatnonzero(g).tolist() for g in groups], mean_score, robots)
-        ev = np.zeros(n)
-        ev[robots] = np.nan_to_num(estimator.predict(robots), nan=0.0)
-        ev_rows = np.broadcast_to(ev, (B, n))
-        for z in range(1, fleet.n_zones + 1):
-            blame += recon_split(scores[:, z], ev_rows, zone == z)
-        return blame
-
-    def _replan_many(self, fleet: Fleet, jobs: list[tuple[int, np.ndarray]], slack: float) -> list:
-        """`_replan` for each (robot, local penalty), one solve per distinct (MDP, penalty), run on
-        `self.backend` in chunks of robots sharing an MDP (each MDP travels once per chunk)."""
+    def _replan_many(self, strategy: PenaltyStrategy | None, fleet: Fleet, jobs: list[tuple[int, np.ndarray]],
+                     budgets: np.ndarray) -> list[BudgetedPolicy]:
+        """Replan each (robot, local penalty) within its budget: one solve per distinct (MDP,
+        penalty, budget), run on `self.backend` in chunks of robots sharing an MDP (each MDP
+        travels once per chunk)."""
+        if not jobs:
+            return []
         penalty_of = dict(jobs)
-        key_of = {i: (id(fleet.plans[i].mdp), penalty.tobytes()) for i, penalty in jobs}
+        key_of = {i: (id(fleet.plans[i].mdp), penalty.tobytes(), float(budgets[i])) for i, penalty in jobs}
         first: dict[tuple, int] = {}
         for i, _ in jobs:
             first.setdefault(key_of[i], i)
@@ -360,79 +487,10 @@ class Mitigation(BaseEstimator):
         size = max(1, math.ceil(len(first) / 8))
         chunks = [members[s:s + size] for members in groups.values() for s in range(0, len(members), size)]
         results = get_backend(self.backend).map(
-            _replan_chunk, [(self, fleet.plans[c[0]], [penalty_of[i] for i in c], slack) for c in chunks])
+            _replan_chunk, [(strategy, self.bisection_steps, fleet.plans[c[0]],
+                             [(penalty_of[i], float(budgets[i])) for i in c]) for c in chunks])
         solved = {key_of[i]: result for chunk, out in zip(chunks, results) for i, result in zip(chunk, out)}
         return [solved[key_of[i]] for i, _ in jobs]
-
-    def _replan(self, plan: RobotPlan, local_penalty: np.ndarray, slack: float, fleet: Fleet):
-        if self.method == "considerate":
-            mdp = plan.mdp
-            reward = self.selfish * mdp.rewards / max(np.abs(mdp.rewards).max(), 1e-12) \
-                - self.care * local_penalty[:, None]
-            return value_iteration(mdp, reward).policy, float("nan")
-        result = lexicographic_policy_that_finishes(plan.mdp, -local_penalty, slack, task_result=plan.task_solution)
-        return result.policy, result.slack
-
-    def _generalised_penalties(self, fleet: Fleet, states, zone, value, valid, blame) -> dict[int, np.ndarray]:
-        """MATH.md 6: learn blame from phi(s_i) = (dynamic value, in a zone); predict for every state."""
-        rng = np.random.default_rng(self.seed)
-        in_zone = (zone > 0).astype(np.int64)
-        x = [np.stack([value.ravel(), in_zone.ravel()], axis=1)]
-        y = [blame.ravel()]
-        if self.method == "gen-recon-cf":
-            # blame of robot i in each valid counterfactual neighbour s' (its value changed)
-            pairs = []
-            for v in range(fleet.n_values):
-                use = valid[:, :, v] & (value != v)
-                if not use.any():
-                    continue
-                rows, agents = np.nonzero(use)
-                if len(rows) > self.max_training_pairs:
-                    pick = rng.choice(len(rows), self.max_training_pairs, replace=False)
-                    rows, agents = rows[pick], agents[pick]
-                pairs.append((rows, agents, np.full(len(rows), v)))
-                x.append(np.stack([np.full(len(rows), v), in_zone[rows, agents]], axis=1))
-            if pairs:
-                # only robot i's blame in s' is needed: O(types) per pair, not O(n V)
-                rows, agents, values = (np.concatenate(a) for a in zip(*pairs))
-                cf_blame = CounterfactualBlame().blame_of_one(fleet.penalty, zone, value, valid, rows, agents, values)
-                y.extend(np.split(cf_blame, np.cumsum([len(p[0]) for p in pairs])[:-1]))
-        x, y = np.concatenate(x), np.concatenate(y)
-        if len(y) > self.max_training_pairs:
-            pick = rng.choice(len(y), self.max_training_pairs, replace=False)
-            x, y = x[pick], y[pick]
-        model = clone(self.regressor) if self.regressor is not None else RandomForestRegressor(
-            n_estimators=50, min_samples_leaf=3, random_state=self.seed)
-        model.fit(x, y)
-        domain = get_domain(fleet.scenario.world.domain)
-        out, cache = {}, {}
-        for i, plan in enumerate(fleet.plans):
-            if id(plan.mdp) not in cache:
-                phi = domain.generalisation_features(plan.mdp.states, plan.problem)
-                cache[id(plan.mdp)] = np.maximum(0.0, model.predict(phi))
-            out[i] = cache[id(plan.mdp)]
-        return out
-
-    def _considerate_penalties(self, fleet: Fleet, policies) -> tuple[dict[int, np.ndarray], np.ndarray]:
-        """Alamdari et al. adapted: robot i's expected NSE penalty at each of its states, the others
-        moving by their current policies (their time-averaged occupancy), scaled by R_N's maximum."""
-        n, horizon = len(fleet.plans), fleet.horizon
-        occ = cell_occupancy(fleet.models(policies), horizon, fleet.n_zones, fleet.n_values)
-        p = occ.reshape(n, horizon + 1, -1)  # (n, T, C)
-        pmf_all = poisson_binomial(p)  # (n+1, T, C)
-        cell_table = fleet.penalty.cell_table(n + 1)
-        table = cell_table.reshape(-1, cell_table.shape[-1])
-        scale = max(fleet.penalty.max_penalty(n), 1e-12)
-        out, exposure = {}, np.zeros(n)
-        for i, plan in enumerate(fleet.plans):
-            others = _remove_bernoulli(pmf_all, p[i])  # (n, T, C): count of the other robots
-            # E[g_c(N_others + 1)] averaged over time, for the cell c robot i would occupy
-            gain = np.einsum("ktc,ck->c", others, table[:, 1 : n + 1]) / (horizon + 1)
-            model = robot_model(plan, fleet.static_feature, fleet.dynamic_feature, policies[i])
-            cells = model.zone * fleet.n_values + model.value
-            out[i] = gain[cells] / scale
-            exposure[i] = float((p[i].mean(axis=0) * gain).sum())
-        return out, exposure
 
     def _regrets(self, fleet: Fleet, policies) -> np.ndarray:
         cache: dict[tuple, float] = {}
@@ -448,33 +506,38 @@ class Mitigation(BaseEstimator):
         return regrets
 
 
-def _replan_chunk(job) -> list:
-    """A backend job: replan robots that share one plan (MDP), one local penalty each.
-    The fleet is not shipped to workers, so `_replan` gets fleet=None here."""
-    mitigation, plan, penalties, slack = job
-    return [mitigation._replan(plan, penalty, slack, None) for penalty in penalties]
+def replan_within_budget(strategy: PenaltyStrategy | None, plan: RobotPlan, penalty: np.ndarray, budget: float,
+                         bisection_steps: int = 6) -> BudgetedPolicy:
+    """The robot's policy for `penalty` within `budget`: the strategy's own planner, or budgeted
+    LVI (operators' orders, and every method that does not bring its own)."""
+    if strategy is not None:
+        return strategy.replan(plan, penalty, budget, bisection_steps)
+    return budgeted_lvi(plan.mdp, -penalty, budget, task=plan.task_solution, bisection_steps=bisection_steps)
 
 
-def _remove_bernoulli(pmf: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Deconvolve one Bernoulli(p) from a Poisson-binomial pmf (n+1, ...) -> (n, ...).
+def _replan_chunk(job) -> list[BudgetedPolicy]:
+    """A backend job: replan robots that share one plan (MDP), one (penalty, budget) each."""
+    strategy, steps, plan, work = job
+    return [replan_within_budget(strategy, plan, penalty, budget, steps) for penalty, budget in work]
 
-    Forward recursion is stable for p <= 1/2, backward for p > 1/2; each element uses its own.
-    """
-    n = pmf.shape[0] - 1
-    fwd = np.zeros((n,) + pmf.shape[1:])
-    bwd = np.zeros_like(fwd)
-    q = np.where(p < 1.0, 1.0 - p, 1.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        fwd[0] = pmf[0] / q
-        for k in range(1, n):
-            fwd[k] = (pmf[k] - p * fwd[k - 1]) / q
-    safe_p = np.where(p > 0, p, 1.0)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        # blows up where p is small; those entries are the forward recursion's anyway
-        bwd[n - 1] = pmf[n] / safe_p
-        for k in range(n - 1, 0, -1):
-            bwd[k - 1] = (pmf[k] - (1.0 - p) * bwd[k]) / safe_p
-    return np.clip(np.where(p <= 0.5, fwd, bwd), 0.0, 1.0)
+
+def counterfactual_share(fleet: Fleet, visits) -> float | None:
+    """Of the blamed (visited joint state, robot) pairs (R_N > 0 and the robot a participant),
+    the share where the robot had a valid counterfactual value (docs/FORMULATION.md 5); None if none blamed."""
+    n = len(fleet.plans)
+    states = visits.states.reshape(-1, n)
+    zone, value = visits.zone.reshape(-1, n), visits.value.reshape(-1, n)
+    blamed = fleet.penalty.participants(zone, value) & (visits.penalty.reshape(-1)[:, None] > 0)
+    if not blamed.any():
+        return None
+    has = np.zeros_like(blamed)
+    for i in range(n):
+        rows = np.flatnonzero(blamed[:, i])
+        if len(rows):
+            valid = fleet.valid_table(i)[states[rows, i]].copy()  # (r, V)
+            valid[np.arange(len(rows)), value[rows, i]] = False  # another value than its own
+            has[rows, i] = valid.any(axis=1)
+    return float(has[blamed].mean())
 
 
 def mitigate(scenario: Scenario, method: str = "recon", progress=None, **params) -> MitigationResult:
@@ -483,4 +546,5 @@ def mitigate(scenario: Scenario, method: str = "recon", progress=None, **params)
     return Mitigation(method=method, **params).run(fleet, progress=progress)
 
 
-__all__ = ["METHODS", "Fleet", "Mitigation", "MitigationResult", "RobotOutcome", "mitigate", "valid_value_table"]
+__all__ = ["METHODS", "PHASES", "Fleet", "Mitigation", "MitigationResult", "RobotOutcome", "RoundReport",
+           "counterfactual_share", "mitigate", "replan_within_budget", "valid_value_table"]

@@ -1,4 +1,4 @@
-"""The NSE monitor: the joint penalty of the robots' joint policy (MATH.md section 4).
+"""The NSE monitor: the joint penalty of the robots' joint policy (docs/FORMULATION.md section 4).
 
 Robots move simultaneously from their starts for `horizon` steps; a robot that is done
 stays in its terminal state and counts as null. Two estimators:
@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import gammaln, xlogy
 
 from planner.mdp import TabularMDP
 from planner.solvers import simulate, state_distributions
@@ -23,11 +24,16 @@ from planner.solvers import simulate, state_distributions
 #: the exact NSE-state rate tracks capped counts for every (zone, value) cell jointly;
 #: above this many joint count states it is left to Monte Carlo
 MAX_EXACT_RATE_STATES = 50_000
+#: ... and the robots of one behaviour are added at once while there are at most this many
+#: pairs of joint states to combine
+MAX_RATE_PAIRS = 200_000
 #: the exact monitor sums over the robots' count distribution with an FFT (instead of the
 #: O(n^2) recursion) from this many robots on, when there are at most n / FFT_RUNS_PER_ROBOT
 #: distinct (MDP, policy) behaviours among them
 FFT_MIN_ROBOTS = 64
 FFT_RUNS_PER_ROBOT = 16
+#: FleetCounts' windows are this many counts wider than needed, so that swaps rarely move them
+WINDOW_MARGIN = 8
 
 
 @dataclass(eq=False)
@@ -147,31 +153,269 @@ def poisson_binomial_grouped(p: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def exact_monitor(penalty, robots: Sequence[RobotModel], horizon: int, n_zones: int, n_values: int,
                   min_count: int = 2) -> MonitorReport:
     """Exact J_N and breakdowns through Poisson-binomial counts per step and cell."""
-    n = len(robots)
     occ = cell_occupancy(robots, horizon, n_zones, n_values)
-    cells = np.argwhere(penalty.cell_has_term)  # (z, v) cells some rule penalises
-    per_step = np.zeros(horizon + 1)
-    per_zone = np.zeros(n_zones + 1)
-    if len(cells):
-        p = occ[:, :, cells[:, 0], cells[:, 1]]  # (n, H+1, C)
-        _, first, mult = np.unique(_unique_runs(robots)[1], return_index=True, return_counts=True)
-        if n >= FFT_MIN_ROBOTS and FFT_RUNS_PER_ROBOT * len(first) <= n:
-            pmf = poisson_binomial_grouped(p[first], mult)  # many robots, few distinct behaviours
-        else:
-            pmf = poisson_binomial(p)  # (n+1, H+1, C)
-        g = penalty.cell_table(n)[cells[:, 0], cells[:, 1], : n + 1]  # (C, n+1): g_c(k)
-        expected = np.einsum("ktc,ck->tc", pmf, g)  # (H+1, C)
-        per_step = expected.sum(axis=1)
-        np.add.at(per_zone, cells[:, 0], expected.sum(axis=0))
-    rate = _exact_nse_rate(occ, cells, min_count)
+    counts = FleetCounts(penalty, occ, keys=_unique_runs(robots)[1])
+    per_step, per_zone = counts.breakdown()
+    rate = _exact_nse_rate(occ, counts.cells, min_count, counts.behaviours)
     return MonitorReport("exact", float(per_step.sum()), rate, per_step, per_zone)
 
 
-def _exact_nse_rate(occ: np.ndarray, cells: np.ndarray, min_count: int) -> float | None:
+class FleetCounts:
+    """The exact count distributions of a fleet, per step and penalised (zone, value) cell
+    (docs/FORMULATION.md sections 4 and 10), changed one robot at a time.
+
+    At step t the count N_c(t) of robots in cell c is a sum of independent Bernoullis
+    p_i(t, c). With the other robots fixed, J_N is linear in robot i's own occupancy:
+    J_N = const + sum_{t,c} p_i(t, c) m_i(t, c), where the marginal penalty
+    m_i(t, c) = E[g_c(N_-i,c(t) + 1) - g_c(N_-i,c(t))]. So the exact change of J_N when robot
+    i's policy is swapped needs only m_i, not a recomputation over the fleet.
+
+    The distributions are kept as their probability generating functions at L roots of unity
+    w_j, in log form: S(w) = sum_i Log(1 - p_i + p_i w). A robot joins or leaves by adding or
+    subtracting its own term (no deconvolution, whose rounding errors grow geometrically with
+    every swap), and any expectation E[f(N)] is sum_j phi(w_j) F_j / L with phi = exp(S) and F
+    the discrete Fourier transform of f (Parseval), exact up to rounding. L is odd (so no w_j is
+    -1 and no term 1 - p + p w vanishes). Only the counts that have probability above 1e-20 matter
+    (a Bernstein bound on both tails of N_c(t)): each (t, c) has its own window of L consecutive
+    counts holding them, on which the pmf folded modulo L is the pmf itself, and F is the
+    transform of f on that window. So L grows with the spread of the counts (about
+    sqrt(n)), not with their mean (about n), and is n + 2 at most (every count: exact);
+    a window is re-centred, or L grown, when a swap needs it.
+    `occupancy` is (n, T, Z+1, V) as `cell_occupancy` returns; `keys` (n hashables) label
+    robots with identical occupancy, e.g. (MDP, policy): their factor is built once and their
+    marginals computed once. A swap may name the new behaviour's key too.
+    """
+
+    def __init__(self, penalty, occupancy: np.ndarray, keys: Sequence | None = None) -> None:
+        self.penalty = penalty
+        self.cells = np.argwhere(penalty.cell_has_term)  # (C, 2) penalised (zone, value) cells
+        n = occupancy.shape[0]
+        self.n_robots = n
+        self.p = np.ascontiguousarray(occupancy[:, :, self.cells[:, 0], self.cells[:, 1]])  # (n, T, C)
+        self._behaviour_of: dict = {}  # key -> behaviour number
+        keys = range(n) if keys is None else keys
+        self.behaviours = np.array([self._behaviour_of.setdefault(k, len(self._behaviour_of)) for k in keys],
+                                   dtype=np.int64)
+        self._table = penalty.cell_table(n + 1)[self.cells[:, 0], self.cells[:, 1], : n + 2]  # (C, n+2): g_c(k)
+        self._marginals: dict[int, np.ndarray] = {}
+        self._mean = self.p.sum(axis=0)  # (T, C) E[N]
+        self._support = (self.p > 0).sum(axis=0).reshape(-1)  # robots that can be in each (t, c)
+        self._var = (self.p * (1.0 - self.p)).sum(axis=0)  # Var N
+        self._build(self._points_needed())
+
+    # -- the transform -------------------------------------------------------------------------
+
+    def _windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b) per flat (t, c) column: every count of probability > 1e-20 of N_c(t), and of
+        N_-i,c(t) for any robot i (one less at most), lies in [a, b]. Bernstein on both tails
+        (P(|N - mu| >= x) <= 2 exp(-x^2 / (2 (var + x / 3)))), within 0..n."""
+        n = self.n_robots
+        mean, var = self._mean.reshape(-1), np.maximum(self._var.reshape(-1), 0.0)
+        x = np.sqrt(92.0 * var) + 31.0  # 31: rounding of the incremental sums
+        a = np.clip(np.floor(mean - x).astype(np.int64) - 1, 0, n)
+        b = np.clip(np.ceil(mean + x).astype(np.int64), 0, n)
+        return a, b
+
+    def _points_needed(self) -> int:
+        """An odd L at least as wide as every column's window (with room for swaps to drift),
+        at most about n + 2 (then the window is all of 0..n: exact)."""
+        n = self.n_robots
+        if not self.p.size:
+            return 3
+        a, b = self._windows()
+        L = min(int((b - a).max()) + 1 + WINDOW_MARGIN, n + 2)
+        return L if L % 2 else L + 1
+
+    def _fits(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a >= self._lo) & (b <= self._lo + self.L - 1)
+
+    def _place(self, columns: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+        """Centre the window of `columns` (flat (t, c)) on [a, b] and transform g and its increment
+        there: F_c(j) = sum_{k = lo}^{lo + L - 1} f_c(k) w_j^-k. The PGF at L points gives the
+        count's pmf folded modulo L, exact on a window that holds all its mass."""
+        if not len(columns):
+            return
+        L, n = self.L, self.n_robots
+        lo = np.clip(a - (L - (b - a + 1)) // 2, 0, max(0, n + 1 - L))
+        self._lo[columns] = lo
+        C = len(self.cells)
+        k = lo[:, None] + np.arange(L)[None, :]  # (m, L) counts in each window
+        c = columns % C
+        inside = k <= n + 1
+        g = np.where(inside, self._table[c[:, None], np.minimum(k, n + 1)], 0.0)
+        inside_h = k <= n
+        h = np.where(inside_h, self._table[c[:, None], np.minimum(k + 1, n + 1)] - g, 0.0)
+        j = np.arange(L // 2 + 1)
+        shift = np.exp(-2j * np.pi * ((lo[:, None] * j[None, :]) % L) / L)  # w_j^-lo
+        self._g_hat[columns] = (g @ self._phase) * shift
+        self._h_hat[columns] = (h @ self._phase) * shift
+
+    def _build(self, L: int) -> None:
+        self.L = L
+        j = np.arange(L // 2 + 1)
+        theta = 2 * np.pi * j / L
+        self._cos_minus_1 = np.cos(theta) - 1.0  # for Log(1 - p + p w) in real arithmetic
+        self._sin = np.sin(theta)
+        self._terms: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # behaviour -> (columns, its log term)
+        self._weight = np.where(j == 0, 1.0, 2.0) / L  # Hermitian symmetry of real sequences
+        self._phase = np.exp(-2j * np.pi * ((np.arange(L)[:, None] * j[None, :]) % L) / L)  # (L, J): w_j^-m
+        T, C = self.p.shape[1:]
+        self._lo = np.zeros(T * C, dtype=np.int64)
+        self._g_hat = np.zeros((T * C, len(j)), dtype=complex)  # per flat (t, c) column, its window
+        self._h_hat = np.zeros_like(self._g_hat)
+        self._marginals.clear()
+        self._log_phi = np.zeros((T * C, len(j)), dtype=complex)  # row t * C + c
+        self._phi = np.ones_like(self._log_phi)  # exp(log_phi), kept up to date row by row
+        if not self.p.size:
+            return
+        a, b = self._windows()
+        self._place(np.arange(T * C), a, b)
+        _, first, mult = np.unique(self.behaviours, return_index=True, return_counts=True)
+        for i, m in zip(first, mult):  # one term per behaviour, times its robots
+            self._add_term(self.p[i], float(m), int(self.behaviours[i]), refresh=False)
+        np.exp(self._log_phi, out=self._phi)
+
+    def _log_term(self, q: np.ndarray) -> np.ndarray:
+        """(k, J): Log(1 - q + q w_j) for probabilities q (k,), in real arithmetic (numpy's complex
+        log is about ten times slower): |z|^2 = 1 + 2 q (1 - q)(cos - 1), arg z = atan2(q sin, 1 + q (cos - 1))."""
+        q = q[:, None]
+        modulus = 0.5 * np.log1p(2.0 * (q * (1.0 - q)) * self._cos_minus_1)
+        return modulus + 1j * np.arctan2(q * self._sin, 1.0 + q * self._cos_minus_1)
+
+    def _term(self, p: np.ndarray, behaviour: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(columns where p > 0, its log term there, 1 / its factor there): one robot's factor of
+        the PGF, cached per behaviour (a robot's p never changes without it getting a new behaviour)."""
+        if behaviour is not None and behaviour in self._terms:
+            return self._terms[behaviour]
+        flat = p.reshape(-1)
+        cols = np.flatnonzero(flat > 0)
+        log_term = self._log_term(flat[cols])
+        term = (cols, log_term, np.exp(-log_term))
+        if behaviour is not None:
+            if len(self._terms) >= 256:  # bounded: a long run makes a behaviour per accepted replan
+                self._terms.clear()
+            self._terms[behaviour] = term
+        return term
+
+    def _add_term(self, p: np.ndarray, times: float, behaviour: int | None = None, refresh: bool = True) -> None:
+        """log_phi += times * Log(1 - p + p w_j), only where p > 0 (elsewhere the term is 0);
+        phi = exp(log_phi) there too (`refresh`)."""
+        cols, term, _ = self._term(p, behaviour)
+        if len(cols):
+            self._log_phi[cols] += times * term
+            if refresh:
+                self._phi[cols] = np.exp(self._log_phi[cols])
+
+    def _expect_on(self, cols: np.ndarray, f_hat: np.ndarray, leave_out: int | None = None) -> np.ndarray:
+        """(k,) E[f_c(N)] at the sorted flat (t, c) columns `cols`, for the whole fleet or without
+        robot `leave_out`."""
+        phi = self._phi[cols]
+        if leave_out is not None:
+            # the fleet's PGF divided by the robot's own factor: exp(log_phi) exp(-term) is
+            # exp(log_phi - term) up to rounding (|factor| >= sin(pi / 2L) > 0: L is odd; where
+            # exp(log_phi) underflows, the true value is below 1e-300 too)
+            own, _, inverse = self._term(self.p[leave_out], int(self.behaviours[leave_out]))
+            at = np.searchsorted(cols, own)
+            inside = at < len(cols)
+            inside[inside] = cols[at[inside]] == own[inside]
+            phi[at[inside]] *= inverse[inside]
+        value = np.einsum("kj,kj,j->k", phi, f_hat[cols], self._weight).real
+        # exact zeros stay zeros: where too few robots can be for f to be nonzero (g and its
+        # increments vanish below min_count); elsewhere the expectation of f >= 0 is >= 0
+        support = self._support[cols]
+        if leave_out is not None:
+            support = support - (self.p[leave_out].reshape(-1)[cols] > 0)
+        shift = 1 if f_hat is self._h_hat else 0
+        return np.where(support + shift >= self.penalty.min_count, np.maximum(value, 0.0), 0.0)
+
+    # -- J_N -----------------------------------------------------------------------------------
+
+    def expected(self) -> np.ndarray:
+        """(T, C): E[g_c(N_c(t))]."""
+        T, C = self.p.shape[1:]
+        return self._expect_on(np.arange(T * C), self._g_hat).reshape(T, C)
+
+    def total(self) -> float:
+        """J_N = sum_t sum_c E[g_c(N_c(t))]."""
+        return float(self.expected().sum()) if self.p.size else 0.0
+
+    def breakdown(self) -> tuple[np.ndarray, np.ndarray]:
+        """(per step (T,), per zone (Z+1,)) expected penalty."""
+        T = self.p.shape[1]
+        per_zone = np.zeros(self.penalty.n_zones + 1)
+        if not self.p.size:
+            return np.zeros(T), per_zone
+        expected = self.expected()
+        np.add.at(per_zone, self.cells[:, 0], expected.sum(axis=0))
+        return expected.sum(axis=1), per_zone
+
+    # -- one robot -----------------------------------------------------------------------------
+
+    def cell_probabilities(self, occupancy: np.ndarray) -> np.ndarray:
+        """(T, C) of one robot's (T, Z+1, V) occupancy."""
+        return occupancy[:, self.cells[:, 0], self.cells[:, 1]]
+
+    def marginal(self, i: int) -> np.ndarray:
+        """(T, C): m_i(t, c) = E[g_c(N_-i,c(t) + 1) - g_c(N_-i,c(t))]."""
+        key = int(self.behaviours[i])
+        hit = self._marginals.get(key)
+        if hit is None:
+            T, C = self.p.shape[1:]
+            hit = self._expect_on(np.arange(T * C), self._h_hat, i).reshape(T, C)
+            self._marginals[key] = hit
+        return hit
+
+    def _marginal_where(self, i: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(columns, m_i there) on the flat (t, c) columns where `mask` (T, C) holds."""
+        cols = np.flatnonzero(mask.reshape(-1))
+        hit = self._marginals.get(int(self.behaviours[i]))
+        if hit is not None:
+            return cols, hit.reshape(-1)[cols]
+        return cols, self._expect_on(cols, self._h_hat, i)
+
+    def contribution(self, i: int) -> float:
+        """J_N - J_N without robot i: what robot i adds to the expected penalty."""
+        cols, m = self._marginal_where(i, self.p[i] > 0)
+        return float((self.p[i].reshape(-1)[cols] * m).sum())
+
+    def change(self, i: int, p_new: np.ndarray) -> float:
+        """The exact change of J_N if robot i's cell probabilities became `p_new` (T, C)."""
+        p_new = np.asarray(p_new, dtype=float)
+        cols, m = self._marginal_where(i, (p_new > 0) | (self.p[i] > 0))
+        return float(((p_new.reshape(-1)[cols] - self.p[i].reshape(-1)[cols]) * m).sum())
+
+    def swap(self, i: int, p_new: np.ndarray, key=None) -> None:
+        """Robot i now has cell probabilities `p_new`: its term leaves the PGF, the new one joins.
+        `key` names its new behaviour (robots swapped to the same key share one)."""
+        p_new = np.asarray(p_new, dtype=float)
+        old, old_behaviour = self.p[i].copy(), int(self.behaviours[i])
+        self._mean += p_new - old
+        self._var += p_new * (1.0 - p_new) - old * (1.0 - old)
+        self._support += (p_new > 0).reshape(-1).astype(np.int64) - (old > 0).reshape(-1)
+        self.p[i] = p_new
+        key = ("swap", i, len(self._behaviour_of)) if key is None else key  # unique unless named
+        self.behaviours[i] = self._behaviour_of.setdefault(key, len(self._behaviour_of))
+        if self.p.size:
+            a, b = self._windows()
+            moved = np.flatnonzero(~self._fits(a, b))
+            if len(moved) and int((b - a)[moved].max()) + 1 > self.L:
+                self._build(self._points_needed())  # a window is now wider than L: more points
+                return
+            self._place(moved, a[moved], b[moved])  # windows that drifted: re-centred
+            self._add_term(old, -1.0, old_behaviour)
+            self._add_term(p_new, 1.0, int(self.behaviours[i]))
+        self._marginals.clear()
+
+
+def _exact_nse_rate(occ: np.ndarray, cells: np.ndarray, min_count: int,
+                    behaviours: np.ndarray | None = None) -> float | None:
     """Mean over t of P(some penalised cell holds >= min_count robots).
 
     Tracks every cell's count capped at min_count - 1 jointly, robot by robot; the joint
-    count space is min_count ** C, so this is only done while that stays small.
+    count space is min_count ** C, so this is only done while that stays small. Adding a
+    robot is a linear map of the joint distribution; `behaviours` (n,) labels robots with
+    identical occupancy, whose m robots are then added at once by the map's m-th power
+    (while the joint space is small enough for its matrix).
     """
     n_cells = len(cells)
     if n_cells == 0:
@@ -186,14 +430,39 @@ def _exact_nse_rate(occ: np.ndarray, cells: np.ndarray, min_count: int) -> float
     prob[:, 0] = 1.0
     digits = (np.arange(n_joint)[:, None] // (m ** np.arange(n_cells))[None, :]) % m  # (J, C)
     strides = m ** np.arange(n_cells)
-    for i in range(occ.shape[0]):
+    pairs = None
+    if behaviours is None:
+        groups = [(i, 1) for i in range(occ.shape[0])]
+    else:
+        _, first, mult = np.unique(behaviours, return_index=True, return_counts=True)
+        groups = list(zip(first.tolist(), mult.tolist()))
+        if (m * (m + 1) // 2) ** n_cells <= MAX_RATE_PAIRS and any(t > 1 for _, t in groups):
+            # joint states a (the robots so far) and b (a group) that add up below m in every cell
+            fits = ((digits[:, None, :] + digits[None, :, :]) < m).all(axis=2)
+            pairs_a, pairs_b = np.nonzero(fits)
+            target = pairs_a + pairs_b  # digits add without carry
+            pairs = sp.csr_matrix((np.ones(len(target)), (target, np.arange(len(target)))),
+                                  shape=(n_joint, len(target)))
+    for i, times in groups:
         p = occ[i][:, cells[:, 0], cells[:, 1]]  # (H+1, C)
-        new = prob * (1.0 - p.sum(axis=1, keepdims=True))  # robot i in no penalised cell
-        for c in range(n_cells):
-            ok = digits[:, c] < m - 1  # adding robot i to cell c keeps it below m
-            src = np.flatnonzero(ok)
-            new[:, src + strides[c]] += prob[:, src] * p[:, c : c + 1]
-        prob = new
+        if times > 1 and pairs is not None:
+            # the m robots of one behaviour together: their own counts are multinomial
+            # (robots in no penalised cell included), P(d) = m! / (prod d_c! (m - r)!)
+            # prod p_c^d_c (1 - sum p)^(m - r) for each pattern d of r robots, fewer than m per cell
+            r = digits.sum(axis=1)
+            log_p = (gammaln(times + 1) - gammaln(digits + 1).sum(axis=1) - gammaln(np.maximum(times - r, 0) + 1)
+                     + xlogy(digits[None, :, :], p[:, None, :]).sum(axis=2)
+                     + xlogy(np.maximum(times - r, 0)[None, :], np.maximum(1.0 - p.sum(axis=1), 0.0)[:, None]))
+            own = np.where(r[None, :] <= times, np.exp(log_p), 0.0)  # (H+1, J)
+            prob = (pairs @ (prob[:, pairs_a] * own[:, pairs_b]).T).T
+            continue
+        for _ in range(times):
+            new = prob * (1.0 - p.sum(axis=1, keepdims=True))  # robot i in no penalised cell
+            for c in range(n_cells):
+                ok = digits[:, c] < m - 1  # adding robot i to cell c keeps it below m
+                src = np.flatnonzero(ok)
+                new[:, src + strides[c]] += prob[:, src] * p[:, c : c + 1]
+            prob = new
     rate = float(np.mean(1.0 - prob.sum(axis=1)))
     return 0.0 if rate < 1e-12 else min(rate, 1.0)  # rounding leaves ~1e-17 where no NSE is possible
 

@@ -1,4 +1,4 @@
-"""The count-based NSE penalty R_N (MATH.md section 3, the paper's equation 4).
+"""The count-based NSE penalty R_N (docs/FORMULATION.md section 3, the paper's equation 4).
 
 A batch of B joint states of n robots is two int arrays of shape (B, n): `zone`
 (0 = no zone, 1..Z = `zone_names`) and `value` (the robot's dynamic feature value,

@@ -1,4 +1,4 @@
-"""Operator-desired outcomes (MATH.md section 9, pre-strategy intervention).
+"""Operator-desired outcomes (docs/FORMULATION.md section 9, pre-strategy intervention).
 
 Operators add, change or remove NSE rules at run time; every change makes a new version
 of the rule set and earlier versions stay readable, so runs can say which rules they

@@ -194,11 +194,12 @@ def build_world(parsed: ParsedMap, domain) -> World:
         rules=rules,
         min_count=min_count,
         passable=np.isin(grid, list(domain.walkable)),
-        extras={"_grid_lines": [row.line for row in parsed.grid]},  # grid row -> file line, for errors
+        # grid row -> file line and column of its first cell, for errors
+        extras={"_grid_lines": [row.line for row in parsed.grid], "_grid_columns": [row.column for row in parsed.grid]},
     )
     domain.read_fixtures(world)
-    world.starts = tuple(world.cells_of("0123456789")) or tuple(
-        (int(x), int(y)) for y, x in zip(*np.nonzero(world.passable)))
+    explicit_starts = tuple(world.cells_of("0123456789"))
+    world.starts = explicit_starts or tuple((int(x), int(y)) for y, x in zip(*np.nonzero(world.passable)))
     robots = [_robot_task(world, domain, row) for row in parsed.robots]
     seen: dict[str, Token] = {}
     for row, task in zip(parsed.robots, robots):
@@ -207,7 +208,13 @@ def build_world(parsed: ParsedMap, domain) -> World:
                                 f"{seen[task.robot_id].line})", row[0].line, row[0].column)
         seen[task.robot_id] = row[0]
     world.robots = tuple(robots)
-    _check_targets_reachable(world, domain)
+    # A domain whose robots may work in separate regions (Overcooked rooms) checks what each
+    # region of a start holds; the others need every start connected to every target.
+    check_regions = getattr(domain, "check_regions", None)
+    if check_regions is not None:
+        world.starts = check_regions(world, bool(explicit_starts))
+    else:
+        _check_targets_reachable(world, domain)
     return world
 
 
@@ -329,7 +336,7 @@ def _check_targets_reachable(world: World, domain) -> None:
         for x, y in world.starts[1:]:
             if not reach[y, x]:
                 raise MapError(world.source, f"start cell {x},{y} is cut off from start cell {first[0]},{first[1]}",
-                               grid_line(world, y), x + 1)
+                               grid_line(world, y), grid_column(world, (x, y)))
         checks.append((first, None))
     for start, task in checks:
         reach = reachable_cells(world.passable, start)
@@ -337,7 +344,7 @@ def _check_targets_reachable(world: World, domain) -> None:
             if not reachable(reach, cell):
                 who = f"robot {task.robot_id!r}" if task else "start"
                 raise MapError(world.source, f"{what} at {cell[0]},{cell[1]} cannot be reached from {who} at "
-                                             f"{start[0]},{start[1]}", grid_line(world, cell[1]), cell[0] + 1)
+                                             f"{start[0]},{start[1]}", grid_line(world, cell[1]), grid_column(world, cell))
 
 
 def grid_line(world: World, row: int) -> int | None:
@@ -347,13 +354,55 @@ def grid_line(world: World, row: int) -> int | None:
 
 
 def grid_error(world: World, cell, message: str) -> MapError:
-    return MapError(world.source, message, grid_line(world, cell[1]), cell[0] + 1)
+    return MapError(world.source, message, grid_line(world, cell[1]), grid_column(world, cell))
 
 
-def load_map(path: str | Path) -> World:
-    """Read a map file (`.map`, or an Overcooked-AI `.layout`) and validate it."""
+def grid_column(world: World, cell) -> int:
+    """The file column of `cell` (its row may be indented, as in a .layout)."""
+    columns = world.extras.get("_grid_columns")
+    row = cell[1]
+    return (columns[row] if columns and 0 <= row < len(columns) else 1) + cell[0]
+
+
+#: what `load_map` reads: our sectioned maps, Overcooked-AI layouts, the RECON authors' grids
+MAP_FORMATS = ("map", "layout", "recon-grid")
+
+
+def detect_format(path: str | Path, text: str | None = None) -> str:
+    """The format `load_map` reads `path` as when none is given: `.layout` an Overcooked-AI
+    layout, `.map` ours, another file holding a bare grid of the RECON authors' symbols a
+    RECON grid, anything else ours. `text` is the file's (read here when None; a file that
+    cannot be read is told by its name, and `load_map` reports why it cannot be read)."""
+    from .recon_grid import looks_like_recon_grid
+
+    path = Path(path)
+    if path.suffix in (".layout", ".map"):
+        return "layout" if path.suffix == ".layout" else "map"
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return "map"
+    return "recon-grid" if looks_like_recon_grid(text) else "map"
+
+
+def load_map(path: str | Path, format: str | None = None, *, semantics: str | None = None,
+             robots: int | None = None, goal_deposit: tuple[int, int] | None = None,
+             domain: str | None = None) -> World:
+    """Read a map file and validate it.
+
+    `format` is one of MAP_FORMATS, or None to tell it from the file: `.layout` is an
+    Overcooked-AI layout, `.map` our format, and another file holding a bare grid of the RECON
+    authors' symbols (no sections) a RECON grid (`planner.recon_grid`), anything else ours. The other options are for RECON grids:
+    `semantics` "recon" (their robots: `robots` of them, assigned by their `goal_deposit`
+    table or the one given) or "ours" (robots generated as for our maps); default "recon"
+    when `robots` is given, else "ours". `domain` overrides the one told by the grid's folder
+    or symbols.
+    """
     from .domains import get_domain
 
+    if format is not None and format not in MAP_FORMATS:
+        raise ValueError(f"unknown map format {format!r}; formats: {', '.join(MAP_FORMATS)}")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -361,7 +410,18 @@ def load_map(path: str | Path) -> World:
         raise MapError(path, "no such map file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MapError(path, f"cannot read the map file: {exc}") from None
-    if path.suffix == ".layout":
+    if format is None:
+        format = detect_format(path, text)
+    recon_options = {"semantics": semantics, "robots": robots, "goal_deposit": goal_deposit, "domain": domain}
+    if format == "recon-grid":
+        from .recon_grid import parse_recon_grid
+
+        return parse_recon_grid(text, str(path), domain, semantics or ("recon" if robots is not None else "ours"),
+                                robots, goal_deposit)
+    given = [k for k, v in recon_options.items() if v is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to RECON grids (format 'recon-grid'), not to a {format} file")
+    if format == "layout":
         parsed = get_domain("overcooked").parse_layout(text, str(path))
     else:
         parsed = parse_map_text(text, str(path))

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse import csgraph
 
 from .problem import Feature, RobotProblem
 
@@ -90,22 +91,100 @@ class TabularMDP:
         stacked = stacked[order]
         return cls(stacked, rewards, float(discount), term, start)
 
+    def derived(self, key, build: Callable[[], object]):
+        """`build()`, computed once per MDP and key and kept with it: layouts of the transitions
+        for the solvers. Rebuilt if `transitions` is replaced; never pickled."""
+        cache = self.__dict__.setdefault("_derived", {})
+        hit = cache.get(key)
+        if hit is None or hit[0] is not self.transitions:
+            hit = cache[key] = (self.transitions, build())
+        return hit[1]
+
     def action_major(self) -> sp.csr_matrix:
         """The transitions with rows reordered action-major (row a * S + s), cached.
 
         Value iteration's inner loop uses it; each row keeps its entries' order, so its
         products are bit-identical to those of `transitions`.
         """
-        cached = self.__dict__.get("_action_major_cache")
-        if cached is None or cached[0] is not self.transitions:
+        def build():
             order = (np.arange(self.n_actions)[:, None] + self.n_actions * np.arange(self.n_states)[None, :]).ravel()
-            cached = (self.transitions, self.transitions[order])
-            self.__dict__["_action_major_cache"] = cached
-        return cached[1]
+            return self.transitions[order]
+        return self.derived("action_major", build)
+
+    def padded_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The action-major transitions as fixed-width rows without their self-loop, cached:
+        `(columns, probabilities, stay)`, the first two (A * S, K) with K the longest row (short
+        rows padded with probability 0 at the row's own state, the self-loop entry zeroed),
+        `stay` (A * S,) the probability of staying put. None when padding would more than
+        double the storage.
+
+        Gauss-Seidel sweeps use it: a policy's rows are one gather of (S, K) arrays, patched
+        in place where the policy changes.
+        """
+        def build():
+            t_am = self.action_major()
+            lengths = np.diff(t_am.indptr)
+            width = int(lengths.max(initial=0))
+            n_rows = t_am.shape[0]
+            if not (n_rows and width and width * n_rows <= 2 * t_am.nnz + n_rows):
+                return None
+            own_state = np.arange(n_rows, dtype=np.int32) % self.n_states
+            columns = np.repeat(own_state, width)
+            probabilities = np.zeros(n_rows * width)
+            # entry e of row i goes to slot i * width + (e - indptr[i])
+            target = np.arange(t_am.nnz) + np.repeat(np.arange(n_rows) * width - t_am.indptr[:-1], lengths)
+            columns[target] = t_am.indices
+            probabilities[target] = t_am.data
+            columns, probabilities = columns.reshape(n_rows, width), probabilities.reshape(n_rows, width)
+            own = columns == own_state[:, None]
+            stay = (probabilities * own).sum(axis=1)
+            probabilities[own] = 0.0
+            return columns, probabilities, stay
+        return self.derived("padded_rows", build)
+
+    def sweep_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(distance, order, position)`, cached: each state's breadth-first distance to the
+        terminal states over every action's transitions (inf where none is reachable), the
+        states sorted by it (terminal states first; ties in index order), and each state's
+        position in that order. Gauss-Seidel sweeps in this order carry values from the goal
+        outwards in one pass."""
+        def build():
+            distance = terminal_distances(self.transitions, self.n_actions, self.terminal)
+            order = np.argsort(distance, kind="stable")
+            position = np.empty(self.n_states, dtype=np.int32)
+            position[order] = np.arange(self.n_states, dtype=np.int32)
+            return distance, order, position
+        return self.derived("sweep_order", build)
+
+    def sorted_for_sweeps(self) -> "TabularMDP":
+        """This MDP with its states renumbered in `sweep_order()` (state i is `order[i]`), cached;
+        its own sweep order is the identity. Policy iteration runs on it, so that its sweeps
+        and backups need no permutation."""
+        def build():
+            distance, order, position = self.sweep_order()
+            n_states, n_actions = self.n_states, self.n_actions
+
+            def renumbered_rows(matrix, rows):
+                out = matrix[rows]
+                out.indices = position[out.indices].astype(out.indices.dtype)
+                out.has_sorted_indices = False
+                return out
+
+            transitions = renumbered_rows(self.transitions,
+                                          (order[:, None] * n_actions + np.arange(n_actions)[None, :]).ravel())
+            renumbered = TabularMDP(transitions, self.rewards[order], self.discount, self.terminal[order],
+                                    int(position[self.start]), actions=self.actions)
+            identity = np.arange(n_states)
+            renumbered.derived("sweep_order", lambda: (distance[order], identity, identity.astype(np.int32)))
+            action_major = renumbered_rows(self.action_major(),
+                                           (np.arange(n_actions)[:, None] * n_states + order[None, :]).ravel())
+            renumbered.derived("action_major", lambda: action_major)
+            return renumbered
+        return self.derived("sorted_for_sweeps", build)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_action_major_cache", None)  # derived data: not shipped to worker processes
+        state.pop("_derived", None)  # derived data: not shipped to worker processes
         return state
 
     def action_matrix(self, action: int) -> sp.csr_matrix:
@@ -113,9 +192,14 @@ class TabularMDP:
         return self.transitions[action :: self.n_actions]
 
     def policy_matrix(self, policy: np.ndarray) -> sp.csr_matrix:
-        """T(. | s, policy(s)) as an S x S matrix."""
+        """T(. | s, policy(s)) as an S x S matrix; a stochastic policy (S, A) of action
+        probabilities gives sum_a policy(s, a) T(. | s, a)."""
         policy = np.asarray(policy)
-        return self.transitions[np.arange(self.n_states) * self.n_actions + policy]
+        if policy.ndim == 2:
+            weights = sp.diags(policy.reshape(-1))  # row s*A + a weighted by policy(s, a)
+            fold = sp.kron(sp.identity(self.n_states, format="csr"), np.ones((1, self.n_actions)), format="csr")
+            return (fold @ weights @ self.transitions).tocsr()
+        return csr_rows(self.transitions, np.arange(self.n_states) * self.n_actions + policy)
 
     # ---- state lookup (MDPs built from a problem) ----
     def feature_index(self, name: str) -> int:
@@ -129,6 +213,18 @@ class TabularMDP:
             raise ValueError("this MDP was not built from a factored problem")
         return _encode(np.atleast_2d(rows), self._radix)
 
+    def index_of_state(self, values) -> int:
+        """Index of one state given as its feature values, each in its feature's range; -1 if
+        it is not reachable. `index_of` for a single row without building arrays (a robot's
+        query asks for one state: the array form costs tens of microseconds)."""
+        if self._radix is None:
+            raise ValueError("this MDP was not built from a factored problem")
+        key = 0
+        for value, size in zip(values, self._radix.tolist()):  # the mixed-radix key of _encode
+            key = key * size + value
+        pos = int(self._keys.searchsorted(key))
+        return int(self._key_order[pos]) if pos < len(self._keys) and self._keys[pos] == key else -1
+
     def index_of(self, rows: np.ndarray) -> np.ndarray:
         """State indices of feature rows; -1 where a row is not a reachable state."""
         keys = self.encode(rows)
@@ -136,6 +232,39 @@ class TabularMDP:
         pos = np.minimum(pos, len(self._keys) - 1)
         found = self._keys[pos] == keys
         return np.where(found, self._key_order[pos], -1)
+
+
+def csr_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """`matrix[rows]` for a CSR matrix, entries in their stored order (the same matrix as
+    scipy's fancy indexing, built by one gather: scipy's path costs up to 20x more here)."""
+    rows = np.asarray(rows)
+    indptr = matrix.indptr
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    new_indptr = np.zeros(len(rows) + 1, dtype=indptr.dtype)
+    np.cumsum(lengths, out=new_indptr[1:])
+    take = np.arange(new_indptr[-1], dtype=indptr.dtype) + np.repeat(starts - new_indptr[:-1], lengths)
+    return sp.csr_matrix((matrix.data[take], matrix.indices[take], new_indptr), shape=(len(rows), matrix.shape[1]))
+
+
+def terminal_distances(transitions: sp.csr_matrix, n_actions: int, terminal: np.ndarray,
+                       keep: np.ndarray | None = None) -> np.ndarray:
+    """Breadth-first distance (number of steps with positive probability) from each state to
+    the nearest terminal state, inf where none is reachable. `transitions` is a (S*A) x S
+    matrix with rows s*A + a; `keep` (S*A bool), if given, the state-action pairs to use."""
+    n_states = len(terminal)
+    targets = np.flatnonzero(terminal)
+    if not len(targets):
+        return np.full(n_states, np.inf)
+    # the union over actions: state s's rows s*A .. s*A + A - 1 are contiguous. Copies of the
+    # index arrays: the graph's own operations (dropping zeros) may rewrite them in place.
+    data = np.ones(transitions.nnz) if keep is None else np.repeat(np.asarray(keep, float), np.diff(transitions.indptr))
+    graph = sp.csr_matrix((data, transitions.indices.copy(), transitions.indptr[::n_actions].copy()),
+                          shape=(n_states, n_states))
+    if keep is not None:
+        graph.eliminate_zeros()
+    reverse = graph.T.tocsr()
+    return np.atleast_1d(csgraph.dijkstra(reverse, directed=True, indices=targets, unweighted=True, min_only=True))
 
 
 def _radix_of(features: Sequence[Feature]) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
+from .budget import DEFAULT_BUDGET, TaskBudget
 from .mdp import TabularMDP, build_mdp
 from .problem import RobotProblem
 from .solvers import DEFAULT_TOLERANCE, ValueResult, expected_steps, value_iteration
@@ -22,17 +23,24 @@ MAX_ROBOTS = 100_000
 
 @dataclass(frozen=True)
 class Scenario:
+    """Robots with tasks on a map, and the task budget every robot has when it replans."""
+
     world: World
     tasks: tuple[Task, ...]
-    slack: float = 0.0
+    budget: TaskBudget = TaskBudget()
 
     @property
     def n_robots(self) -> int:
         return len(self.tasks)
 
 
-def generate_scenario(world: World, n_robots: int, seed: int = 0, slack: float = 0.0) -> Scenario:
-    """The map's own robots first, then seeded random robots up to `n_robots`."""
+def generate_scenario(world: World, n_robots: int, seed: int = 0,
+                      slack: "str | float | TaskBudget" = DEFAULT_BUDGET) -> Scenario:
+    """The map's own robots first, then seeded random robots up to `n_robots`.
+
+    `slack` is each robot's task budget (`planner.budget.TaskBudget.parse`): "10%" of its
+    optimal task cost (the default) or an absolute number of task-value units.
+    """
     from .domains import get_domain
 
     if isinstance(n_robots, bool) or not isinstance(n_robots, (int, np.integer)):
@@ -41,8 +49,7 @@ def generate_scenario(world: World, n_robots: int, seed: int = 0, slack: float =
         raise ValueError(f"the number of robots must be at least 1, got {n_robots}")
     if n_robots > MAX_ROBOTS:
         raise ValueError(f"at most {MAX_ROBOTS} robots, got {n_robots}")
-    if slack < 0 or not np.isfinite(slack):
-        raise ValueError(f"slack must be a finite number >= 0, got {slack}")
+    budget = TaskBudget.parse(slack)
     domain = get_domain(world.domain)
     rng = np.random.default_rng(seed)
     tasks = list(world.robots[:n_robots])
@@ -55,7 +62,7 @@ def generate_scenario(world: World, n_robots: int, seed: int = 0, slack: float =
             continue
         start = world.starts[int(rng.integers(len(world.starts)))]
         tasks.append(domain.random_task(world, robot_id, start, rng))
-    return Scenario(world, tuple(tasks), float(slack))
+    return Scenario(world, tuple(tasks), budget)
 
 
 def task_key(task: Task) -> tuple:

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.sparse import csgraph
 
-from .mdp import TabularMDP
+from .mdp import TabularMDP, csr_rows, terminal_distances
 
+_EPS = float(np.finfo(float).eps)
 #: Default bound on |V - V*| at which value iteration stops.
 DEFAULT_TOLERANCE = 1e-8
 #: Two Q-values closer than this are treated as tied.
@@ -20,13 +22,16 @@ DEFAULT_TIE_TOLERANCE = 1e-9
 
 @dataclass
 class ValueResult:
-    """Outcome of value iteration over (possibly restricted) actions."""
+    """Outcome of solving the Bellman equation over (possibly restricted) actions."""
 
     values: np.ndarray  # (S,)
     q_values: np.ndarray  # (S, A); -inf for actions that were not allowed
-    policy: np.ndarray  # (S,) greedy action
-    iterations: int
-    residual: float
+    policy: np.ndarray  # (S,) greedy action (argmax of q_values, first on ties)
+    iterations: int  # Bellman backups over all actions (policy improvements)
+    residual: float  # the last ||T v - v||
+    method: str = "vi"
+    sweeps: int = 0  # policy-evaluation sweeps ("mpi") or exact policy evaluations ("pi")
+    error_bound: float = float("nan")  # proven bound on max |values - V*| (nan: none proven)
 
 
 @dataclass
@@ -61,6 +66,14 @@ def bellman_q(mdp: TabularMDP, reward: np.ndarray, values: np.ndarray, discount:
     return reward + gamma * (mdp.transitions @ values).reshape(mdp.n_states, mdp.n_actions)
 
 
+#: Methods of `value_iteration`; "auto" is modified policy iteration, with plain value
+#: iteration where its guarantees do not apply.
+METHODS = ("auto", "vi", "mpi", "pi")
+#: At most this many Gauss-Seidel sweeps of the first policy of a shortest path (see
+#: `_certified_start`) before it is evaluated by a sparse LU solve instead.
+START_SWEEPS = 1024
+
+
 def value_iteration(
     mdp: TabularMDP,
     reward: np.ndarray | None = None,
@@ -69,14 +82,37 @@ def value_iteration(
     max_iterations: int = 200_000,
     initial_values: np.ndarray | None = None,
     discount: float | None = None,
+    method: str = "auto",
 ) -> ValueResult:
-    """Value iteration, maximising `reward` (default: the task reward) over `allowed` actions.
+    """Solves the Bellman optimality equation, maximising `reward` (default: the task reward)
+    over `allowed` actions; the returned values are within `tolerance` of V*.
 
-    Stops when the Bellman residual guarantees |V - V*| <= tolerance, i.e. when
-    ||V_{k+1} - V_k|| <= tolerance * (1 - gamma) / gamma. `discount` overrides the MDP's;
-    with discount 1 (a stochastic shortest path: every reward must be negative outside
-    terminal states) it stops when the residual itself is below `tolerance`.
+    `discount` overrides the MDP's; with discount 1 the problem is a stochastic shortest
+    path (every reward must be negative outside terminal states). `method`:
+
+    * "vi", value iteration from `initial_values` (default 0). It stops when
+      ||V_{k+1} - V_k|| <= tolerance * (1 - gamma) / gamma, which guarantees |V - V*| <= tolerance;
+      with discount 1 when the residual itself is below `tolerance`.
+    * "mpi", modified policy iteration (`_policy_iteration`): a Bellman backup over all actions
+      picks the greedy policy, cheap sweeps of that policy's transitions alone evaluate it.
+      Same stop as "vi" when discounted.
+    * "pi", policy iteration: each greedy policy evaluated exactly by a sparse LU solve.
+    * "auto" (default): "mpi", the fastest measured on the shipped maps' robots and on the
+      benchmark grid, discounted or not (docs/PERFORMANCE.md).
+
+    "mpi" and "pi" start below V* (discounted: at min(R, 0) / (1 - gamma), or at
+    `initial_values` if given; with discount 1: just below the value of a policy sure to
+    finish), and their iterates rise to V*. With discount 1 they stop when the bound proven
+    in `_policy_iteration` gives |V - V*| <= tolerance; if no policy finishes from every
+    state, or some reward outside terminal states is not negative, they fall back to "vi"
+    (whose behaviour there is unchanged). The result says which method ran, its proven bound
+    on |values - V*| (`error_bound`; none for "vi" with discount 1), the Bellman backups over
+    all actions (`iterations`) and the evaluation sweeps or exact solves (`sweeps`). Ties are
+    broken by the first action with the largest returned Q-value, whichever the method (at
+    Q-values equal up to rounding, ~1e-14, methods may differ).
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     r = _as_state_action_reward(mdp, reward)
     if allowed is not None:
         allowed = np.asarray(allowed, bool)
@@ -88,6 +124,18 @@ def value_iteration(
     gamma = mdp.discount if discount is None else float(discount)
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"discount must be in (0, 1], got {gamma}")
+    if method == "auto":
+        method = "mpi"
+    if method != "vi" and mdp.n_states:
+        # on the MDP renumbered in order of distance to the goal, then numbered back
+        _, order, position = mdp.sweep_order()
+        start = None if initial_values is None else np.take(np.asarray(initial_values, float), order)
+        result = _policy_iteration(mdp.sorted_for_sweeps(), np.take(r, order, axis=0), gamma, tolerance,
+                                   max_iterations, start, exact=(method == "pi"))
+        if result is not None:
+            result.values, result.policy = np.take(result.values, position), np.take(result.policy, position)
+            result.q_values = np.take(result.q_values, position, axis=0)
+            return result
     threshold = tolerance * (1.0 - gamma) / gamma if gamma < 1.0 else tolerance
     v = np.zeros(mdp.n_states) if initial_values is None else np.asarray(initial_values, float).copy()
     residual = np.inf
@@ -114,7 +162,394 @@ def value_iteration(
             break
     q = bellman_q(mdp, r, v, gamma)
     v = q.max(axis=1)
-    return ValueResult(v, q, np.argmax(q, axis=1), iterations, residual)
+    # the returned values are T(v): within gamma of the bound on v (none proven with discount 1)
+    bound = gamma * gamma / (1.0 - gamma) * residual if gamma < 1.0 else float("nan")
+    return ValueResult(v, q, np.argmax(q, axis=1), iterations, residual, "vi", 0, bound)
+
+
+#: Modified policy iteration's partial evaluation: after a backup with residual rho, Gauss-Seidel
+#: sweeps of the greedy policy until a sweep changes V by at most EVAL_FRACTION * rho (every
+#: EVAL_CHECK-th sweep is checked), at most EVAL_MAX_SWEEPS of them (tuned on the shipped maps
+#: and the benchmark grid, docs/PERFORMANCE.md).
+EVAL_FRACTION = 0.1
+EVAL_MAX_SWEEPS = 64
+EVAL_CHECK = 4
+
+
+def _policy_iteration(
+    mdp: TabularMDP,
+    r: np.ndarray,
+    gamma: float,
+    tolerance: float,
+    max_iterations: int,
+    initial_values: np.ndarray | None,
+    exact: bool,
+) -> ValueResult | None:
+    """Modified (exact=False) or exact (exact=True) policy iteration; None where its stop
+    cannot be guaranteed (a shortest path without a policy that finishes from every state,
+    or with a reward >= 0 outside terminal states).
+
+    `mdp` is the one renumbered by `TabularMDP.sorted_for_sweeps` (the caller numbers back).
+    Each iteration is one Bellman backup over all actions (Q(v), its max Tv), a policy
+    improvement (a state changes action only where another one is better by more than
+    rounding, so ties keep the current action), then an evaluation of the policy: exact (a
+    sparse LU solve) or partial, Gauss-Seidel sweeps of its transitions in state order, that
+    is in order of distance to the terminal states, which carry values from the goal
+    outwards in one pass.
+    The first policy heads for the terminal states: at every state, the action most likely to
+    step closer to them.
+
+    The bound it stops on (T the Bellman operator over the allowed actions, v the current
+    iterate, b = max_s (Tv - v)(s)):
+    * discounted: ||Tv - V*|| <= gamma / (1 - gamma) ||Tv - v|| for every v (T is a
+      gamma-contraction), so it stops when ||Tv - v|| <= tolerance (1 - gamma) / gamma, as "vi";
+    * shortest path (gamma = 1, rewards <= -c < 0 outside terminal states), for v <= V*, true
+      of every iterate (it starts below the value of a policy that finishes with Tv >= v,
+      `_certified_start`, and every step from a v with Tv >= v, a backup or a sweep of a
+      greedy policy, keeps Tv >= v and stays below V*): with pi*
+      optimal and N*(s) its expected number of steps to finish,
+      V* - v = sum_t P_pi*^t (T_pi* v - v) <= b N*, and N* <= -V*/c <= -v/c, so
+      0 <= V* - Tv <= V* - v <= b |v| / c. It stops when b max|v| / c <= tolerance.
+    Either way the returned values are Tv, with the Q-values of that backup.
+    """
+    n_states, n_actions = mdp.n_states, mdp.n_actions
+    t_am = mdp.action_major()
+    r_am = np.ascontiguousarray(r.T).reshape(-1)
+    allowed_am = np.isfinite(r_am)
+    terminal = mdp.terminal
+    states = np.arange(n_states)
+    shortest_path = gamma == 1.0
+    sweeper = None  # made at the first partial evaluation
+    if shortest_path:
+        best_live = float(r[~terminal].max(initial=-np.inf))  # -inf entries (not allowed) never count
+        step_cost = -best_live
+        if not step_cost > 0:
+            return None
+        policy = _finishing_policy(mdp, allowed_am)
+        if policy is None:
+            return None
+        v, start_sweeps = None, 0
+        if not exact:
+            sweeper = _make_sweeper(mdp, r_am, gamma)
+            sweeper.set_policy(policy)
+            v, start_sweeps = _certified_start(mdp, sweeper, policy, r_am, step_cost)
+        if v is None:
+            v = _evaluate_policy(mdp, policy, r_am, gamma)
+            if v is None:
+                return None
+    else:
+        if initial_values is None:
+            lowest = float(r_am.min(initial=0.0))
+            if lowest == -np.inf:  # actions not allowed
+                lowest = float(np.min(r_am, where=allowed_am, initial=0.0))
+            floor = lowest / (1.0 - gamma)
+            v = np.where(terminal, 0.0, floor)
+        else:
+            v = np.asarray(initial_values, float).copy()
+        policy = _heading_policy(mdp, allowed_am)
+        threshold = tolerance * (1.0 - gamma) / gamma
+        start_sweeps = 0
+        if exact and policy is not None:
+            v = _evaluate_policy(mdp, policy, r_am, gamma)  # its improvement stops where v is V^pi
+    iterations, sweeps = 0, start_sweeps
+    residual = bound = np.inf
+    x = None
+    # the backups compute x = Q / gamma (one multiply fewer over all state-actions)
+    r_over_gamma = r_am / gamma if gamma != 1.0 else r_am
+    rows = None if policy is None else policy * n_states + states
+    while True:  # at least one backup, for the returned Q-values
+        x = t_am @ v
+        x += r_over_gamma
+        q = x.reshape(n_actions, n_states)
+        tv = np.maximum.reduce(q, axis=0)
+        if gamma != 1.0:
+            tv *= gamma
+        gain = tv - v
+        residual = float(np.max(np.abs(gain)))
+        iterations += 1
+        if shortest_path:
+            bound = max(float(gain.max()), 0.0) * float(np.max(np.abs(v))) / step_cost
+            if bound <= tolerance:
+                break
+        else:
+            bound = gamma / (1.0 - gamma) * residual
+            if residual <= threshold:
+                break
+        if iterations >= max_iterations:
+            break
+        # improvement: a state changes action only where another one is better by more than
+        # rounding (16 ulps of the values: Q-values equal in exact arithmetic differ by a few),
+        # else, when no state is, wherever another one is larger at all
+        if policy is None:
+            policy = np.argmax(q, axis=0)
+            rows = policy * n_states + states
+            changed = None
+        else:
+            shortfall = tv - gamma * x[rows]
+            changed = np.flatnonzero(shortfall > 16 * _EPS * float(np.max(np.abs(tv))))
+            if not len(changed):
+                changed = np.flatnonzero(shortfall > 0)
+            if not len(changed):
+                if exact:
+                    break  # v is the value of a policy greedy for it: V*, up to rounding
+            else:
+                policy[changed] = np.argmax(q[:, changed], axis=0)
+                rows[changed] = policy[changed] * n_states + changed
+        if exact:
+            v_exact = _evaluate_policy(mdp, policy, r_am, gamma)
+            if v_exact is None:
+                return None
+            v = v_exact
+            sweeps += 1
+        else:
+            if sweeper is None:
+                sweeper = _make_sweeper(mdp, r_am, gamma)
+                sweeper.set_policy(policy)
+            elif changed is None or len(changed):
+                sweeper.set_policy(policy, changed)
+            v, done = sweeper.sweep(tv, EVAL_FRACTION * residual, EVAL_MAX_SWEEPS)
+            sweeps += done
+    if gamma != 1.0:
+        x *= gamma
+    q = np.ascontiguousarray(x.reshape(n_actions, n_states).T)
+    values = q.max(axis=1)
+    return ValueResult(values, q, np.argmax(q, axis=1), iterations, residual,
+                       "pi" if exact else "mpi", sweeps, bound)
+
+
+def _certified_start(mdp: TabularMDP, sweeper, policy: np.ndarray, r_am: np.ndarray, step_cost: float):
+    """A start for a shortest path (rewards <= -c < 0 outside terminal states, c = `step_cost`)
+    below V* with Tv >= v, from Gauss-Seidel sweeps of a policy that finishes, and the number
+    of sweeps; None if they do not settle within START_SWEEPS.
+
+    The sweeps from 0 give v0 <= 0 with rho = ||T_pi v0 - v0|| small. Then
+    d = rho |v0| / (c - rho) satisfies d >= rho + P_pi d (as |v0| - P_pi |v0| >= c - rho), so
+    v = v0 - d has T v >= T_pi v = T_pi v0 - P_pi d >= v0 - rho - P_pi d >= v: every later
+    iterate rises and stays below V*."""
+    n = mdp.n_states
+    rows = policy * n + np.arange(n)
+    t_am = mdp.action_major()
+    live = ~mdp.terminal
+    sweeper.set_policy(policy)
+    v = np.zeros(n)
+    done = 0
+    while done < START_SWEEPS:
+        v, more = sweeper.sweep(v, 1e-9 * step_cost, 64)
+        done += more
+        rho = float(np.max(np.abs((t_am @ v)[rows] + r_am[rows] - v)[live], initial=0.0))
+        if rho <= 1e-6 * step_cost:
+            return np.where(live, v - rho * np.abs(v) / (step_cost - rho), 0.0), done
+    return None, done
+
+
+def _in_place_matvec():
+    """scipy's CSR kernel `y += A x`, if it runs row by row in place when x is y (then a product
+    is a Gauss-Seidel sweep); checked once on a small case. None otherwise (Jacobi sweeps)."""
+    global _IN_PLACE_MATVEC
+    if _IN_PLACE_MATVEC is None:
+        kernel = False
+        try:
+            from scipy.sparse._sparsetools import csr_matvec
+            # rows: v0 <- 1 + 0.5 v1, v1 <- 0.5 v0 + 0.5 v2 (its own old value cancelled), v2 <- v2
+            indptr = np.array([0, 3, 6, 7], dtype=np.int32)
+            indices = np.array([0, 1, 3, 0, 1, 2, 2], dtype=np.int32)
+            data = np.array([-1.0, 0.5, 1.0, 0.5, -1.0, 0.5, 0.0])
+            v = np.array([0.0, 2.0, 4.0, 1.0])
+            csr_matvec(3, 4, indptr, indices, data, v, v)
+            if np.array_equal(v, [2.0, 3.0, 4.0, 1.0]):
+                kernel = csr_matvec
+        except Exception:  # a scipy without this private kernel, or other semantics
+            kernel = False
+        _IN_PLACE_MATVEC = kernel
+    return _IN_PLACE_MATVEC or None
+
+
+_IN_PLACE_MATVEC = None
+
+
+def _make_sweeper(mdp: TabularMDP, r_am: np.ndarray, gamma: float):
+    padded = mdp.padded_rows()
+    kernel = _in_place_matvec()
+    if padded is not None and kernel is not None:
+        return _GaussSeidelSweeps(mdp, r_am, gamma, padded, kernel)
+    return _JacobiSweeps(mdp, r_am, gamma)
+
+
+class _GaussSeidelSweeps:
+    """Gauss-Seidel evaluation sweeps of a policy in state order, each one in-place sparse
+    product: row s holds gamma T(s' | s, pi(s)) / (1 - gamma T(s | s, pi(s))) at s' != s, the
+    reward scaled alike at a constant entry (index S, always 1) and -1 at s, so that
+    `v += A v` sets v(s) = (r + gamma sum_{s' != s} T v(s')) / (1 - gamma T(s | s)) with the
+    new values of the states before s. Terminal states stay at 0, and a state whose action never
+    leaves it (possible with discount 1 only) keeps its value. Every state-action's row is
+    prepared once per MDP and discount (`_gauss_seidel_rows`); a policy's rows are gathered
+    from it, and patched where the policy changes."""
+
+    def __init__(self, mdp: TabularMDP, r_am: np.ndarray, gamma: float, padded, kernel) -> None:
+        self.columns_all, self.weights_all = _gauss_seidel_rows(mdp, gamma, padded)
+        self.r_am, self.kernel = r_am, kernel
+        n, width = mdp.n_states, self.columns_all.shape[1]
+        self.n, self.width = n, width
+        self.columns = np.empty((n, width), dtype=np.int32)
+        self.weights = np.empty((n, width))
+        self.indptr = np.arange(0, n * width + 1, width, dtype=np.int32)
+        self.vector = np.empty(n + 1)
+        self.vector[n] = 1.0
+        self.before = np.empty(n)
+
+    def set_policy(self, policy: np.ndarray, changed: np.ndarray | None = None) -> None:
+        if changed is None:
+            rows = policy * self.n + np.arange(self.n)
+            np.take(self.columns_all, rows, axis=0, out=self.columns)
+            np.take(self.weights_all, rows, axis=0, out=self.weights)
+            self.weights[:, -1] *= self.r_am[rows]
+        else:
+            rows = policy[changed] * self.n + changed
+            self.columns[changed] = self.columns_all[rows]
+            weights = self.weights_all[rows]
+            weights[:, -1] *= self.r_am[rows]
+            self.weights[changed] = weights
+
+    def sweep(self, v: np.ndarray, target: float, max_sweeps: int) -> tuple[np.ndarray, int]:
+        """Up to `max_sweeps` sweeps from v, until one (every EVAL_CHECK-th is checked) changes
+        V by at most `target`."""
+        n, vec, before = self.n, self.vector, self.before
+        vec[:n] = v
+        data, indices = self.weights.reshape(-1), self.columns.reshape(-1)
+        done = 0
+        while done < max_sweeps:
+            for _ in range(EVAL_CHECK - 1):
+                self.kernel(n, n + 1, self.indptr, indices, data, vec, vec)
+            np.copyto(before, vec[:n])
+            self.kernel(n, n + 1, self.indptr, indices, data, vec, vec)
+            done += EVAL_CHECK
+            np.subtract(vec[:n], before, out=before)
+            np.abs(before, out=before)
+            if float(np.maximum.reduce(before)) <= target:
+                break
+        return vec[:n].copy(), done
+
+
+def _gauss_seidel_rows(mdp: TabularMDP, gamma: float, padded) -> tuple[np.ndarray, np.ndarray]:
+    """Every state-action's Gauss-Seidel row (see `_GaussSeidelSweeps`), (A * S, K + 2), cached on
+    the MDP per discount; its last entry holds the reward's scale (the reward is per call)."""
+    def build():
+        columns_all, probabilities_all, stay_all = padded
+        n_rows, width = columns_all.shape
+        n = mdp.n_states
+        state = np.arange(n_rows) % n
+        live = ~mdp.terminal[state]
+        leave = 1.0 - gamma * stay_all
+        moves = live & (leave > 0)  # a terminal state stays at 0; one never left keeps its value
+        scale = np.divide(1.0, leave, out=np.zeros(n_rows), where=moves)
+        columns = np.empty((n_rows, width + 2), dtype=np.int32)
+        weights = np.empty((n_rows, width + 2))
+        columns[:, :width] = columns_all
+        columns[:, width] = state
+        columns[:, width + 1] = n
+        np.multiply(probabilities_all, (gamma * scale)[:, None], out=weights[:, :width])
+        weights[:, width] = np.where(moves | ~live, -1.0, 0.0)
+        weights[:, width + 1] = scale
+        return columns, weights
+    return mdp.derived(("gauss_seidel_rows", gamma), build)
+
+
+class _JacobiSweeps:
+    """Evaluation sweeps v <- r_pi + gamma P_pi v (where no in-place kernel is available or rows
+    vary too much in length to pad)."""
+
+    def __init__(self, mdp: TabularMDP, r_am: np.ndarray, gamma: float) -> None:
+        self.mdp, self.r_am, self.gamma = mdp, r_am, gamma
+
+    def set_policy(self, policy: np.ndarray, changed: np.ndarray | None = None) -> None:
+        n = self.mdp.n_states
+        rows = policy * n + np.arange(n)
+        self.matrix = self.mdp.action_major()[rows]
+        self.matrix.data *= self.gamma
+        self.r_pi = self.r_am[rows]
+
+    def sweep(self, v: np.ndarray, target: float, max_sweeps: int) -> tuple[np.ndarray, int]:
+        done = 0
+        while done < max_sweeps:
+            before = v
+            v = self.matrix @ v
+            v += self.r_pi
+            done += 1
+            if float(np.max(np.abs(v - before))) <= target:
+                break
+        return v, done
+
+
+def _evaluate_policy(mdp: TabularMDP, policy: np.ndarray, r_am: np.ndarray, gamma: float) -> np.ndarray | None:
+    """Exact V of a policy: solves (I - gamma P_pi) V = r_pi with terminal states fixed at 0
+    (their self-loop dropped, so that the system is regular with discount 1 too). None if
+    the solve fails (with discount 1: a policy that does not finish)."""
+    n = mdp.n_states
+    rows = policy * n + np.arange(n)
+    m = mdp.action_major()[rows]
+    m.data *= np.repeat(np.where(mdp.terminal, 0.0, -gamma), np.diff(m.indptr))
+    system = (m + sp.identity(n, format="csr")).tocsr()
+    system.eliminate_zeros()
+    # CSR arrays read as CSC are the transpose: factor that, and solve transposed
+    transposed = sp.csc_matrix((system.data, system.indices, system.indptr), shape=(n, n))
+    try:
+        with np.errstate(all="raise"):
+            v = np.atleast_1d(spla.splu(transposed).solve(np.where(mdp.terminal, 0.0, r_am[rows]), trans="T"))
+    except (RuntimeError, FloatingPointError):
+        return None
+    return v if np.all(np.isfinite(v)) else None
+
+
+def _heading_policy(mdp: TabularMDP, allowed_am: np.ndarray) -> np.ndarray | None:
+    """At every state, the allowed action most likely to step closer (breadth-first, over every
+    action) to a terminal state; None for an MDP without terminal states."""
+    def heading(allowed):
+        progress = _progress(mdp)
+        if progress is None:
+            return None
+        return np.argmax(np.where(allowed, progress, -1.0).reshape(mdp.n_actions, mdp.n_states), axis=0)
+
+    if not allowed_am.all():
+        return heading(allowed_am)
+    unrestricted = mdp.derived("heading_policy", lambda: heading(allowed_am))
+    return None if unrestricted is None else unrestricted.copy()
+
+
+def _progress(mdp: TabularMDP, distance: np.ndarray | None = None) -> np.ndarray | None:
+    """(A * S,) action-major: the probability that (s, a) steps to a state closer to the
+    terminal states than s, by `distance` (default: `mdp.sweep_order()`'s, then cached);
+    None if no state reaches a terminal state."""
+    if distance is None:
+        return mdp.derived("progress", lambda: _progress(mdp, mdp.sweep_order()[0]))
+    if not np.isfinite(distance).any():
+        return None
+    n_states, n_actions = mdp.n_states, mdp.n_actions
+    padded = mdp.padded_rows()
+    if padded is not None:  # self-loops (dropped there) never step closer
+        columns, probabilities, _ = padded
+        here = distance[np.arange(n_states * n_actions) % n_states]
+        return (probabilities * (distance[columns] < here[:, None])).sum(axis=1)
+    t = mdp.transitions  # row s * A + a
+    entry_row = np.repeat(np.arange(n_states * n_actions), np.diff(t.indptr))
+    closer = distance[t.indices] < distance[entry_row // n_actions]
+    by_row = np.bincount(entry_row, weights=np.where(closer, t.data, 0.0), minlength=n_states * n_actions)
+    return np.ascontiguousarray(by_row.reshape(n_states, n_actions).T).reshape(-1)
+
+
+def _finishing_policy(mdp: TabularMDP, allowed_am: np.ndarray) -> np.ndarray | None:
+    """A policy over the allowed actions that reaches a terminal state with probability 1 from
+    every state, or None if there is none.
+
+    Breadth-first distances to the terminal states in the graph of allowed transitions; each
+    state takes the allowed action most likely to step to a state closer than itself, which
+    exists and has a positive probability, so from every state the policy finishes within
+    S steps with positive probability, hence surely."""
+    keep = allowed_am.reshape(mdp.n_actions, mdp.n_states).T.reshape(-1)  # row s * A + a
+    distance = terminal_distances(mdp.transitions, mdp.n_actions, mdp.terminal, keep)
+    if not np.all(np.isfinite(distance)):
+        return None
+    progress = _progress(mdp, distance)
+    return np.argmax(np.where(allowed_am, progress, -1.0).reshape(mdp.n_actions, mdp.n_states), axis=0)
 
 
 def lexicographic_value_iteration(
@@ -126,6 +561,7 @@ def lexicographic_value_iteration(
     tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
     task_result: ValueResult | None = None,
     step_cost: float | None = None,
+    method: str = "auto",
 ) -> LexicographicResult:
     """LVI (Wray et al. 2015) with two objectives: the task first, then `secondary_reward`.
 
@@ -133,15 +569,16 @@ def lexicographic_value_iteration(
     value within `slack` of the optimum at every state. `secondary_reward` is (S,) or
     (S, A); for NSE mitigation it is minus the robot's local penalty. Ties in the
     secondary objective are broken by the task Q-values. Pass `task_result` to reuse
-    an already solved task objective.
+    an already solved task objective. `method` is `value_iteration`'s, for both objectives.
     """
     if slack < 0:
         raise ValueError(f"slack must be >= 0, got {slack}")
-    task = task_result if task_result is not None else value_iteration(mdp, task_reward, tolerance=tolerance)
+    task = task_result if task_result is not None else value_iteration(mdp, task_reward, tolerance=tolerance,
+                                                                       method=method)
     eta = (1.0 - mdp.discount) * slack
     allowed = (task.values[:, None] - task.q_values) <= eta + tie_tolerance
     if step_cost is None:
-        secondary = value_iteration(mdp, secondary_reward, allowed=allowed, tolerance=tolerance)
+        secondary = value_iteration(mdp, secondary_reward, allowed=allowed, tolerance=tolerance, method=method)
     else:
         if not step_cost > 0:
             raise ValueError(f"step_cost must be positive, got {step_cost}")
@@ -151,7 +588,7 @@ def lexicographic_value_iteration(
                              f"got up to {r2.max():.3g}")
         r2 = r2 - step_cost
         r2[mdp.terminal] = 0.0  # done is free: terminal states stay absorbing at zero cost
-        secondary = value_iteration(mdp, r2, allowed=allowed, tolerance=tolerance, discount=1.0)
+        secondary = value_iteration(mdp, r2, allowed=allowed, tolerance=tolerance, discount=1.0, method=method)
     best2 = secondary.q_values.max(axis=1, keepdims=True)
     near_best = secondary.q_values >= best2 - max(tie_tolerance, tolerance)
     policy = np.argmax(np.where(near_best, task.q_values, -np.inf), axis=1)
@@ -166,6 +603,7 @@ def lexicographic_policy_that_finishes(
     tolerance: float = DEFAULT_TOLERANCE,
     bisection_steps: int = 12,
     relative_step_cost: float = 0.01,
+    method: str = "auto",
 ) -> LexicographicResult:
     """LVI whose policy is sure to finish the task from the start.
 
@@ -178,15 +616,16 @@ def lexicographic_policy_that_finishes(
     penalty (a smaller step cost makes undiscounted value iteration converge slowly). As a safety net, if the policy still does not finish
     with probability 1 from the start, the slack is bisected down to the largest tried
     value whose policy does (slack 0 keeps only task-optimal actions, which finish whenever
-    finishing is possible). The result's `slack` says which slack was used.
+    finishing is possible). The result's `slack` says which slack was used. `method` is
+    `value_iteration`'s.
     """
-    task = task_result if task_result is not None else value_iteration(mdp, tolerance=tolerance)
+    task = task_result if task_result is not None else value_iteration(mdp, tolerance=tolerance, method=method)
     scale = float(np.max(np.abs(secondary_reward), initial=0.0))
     step_cost = relative_step_cost * scale if scale > 0 else 1e-3
 
     def solve(delta: float) -> LexicographicResult:
         return lexicographic_value_iteration(mdp, secondary_reward, delta, task_result=task, tolerance=tolerance,
-                                             step_cost=step_cost)
+                                             step_cost=step_cost, method=method)
 
     result = solve(slack)
     if finishes_surely(mdp, result.policy)[mdp.start]:
@@ -204,23 +643,52 @@ def lexicographic_policy_that_finishes(
 
 
 def policy_evaluation(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray | None = None) -> np.ndarray:
-    """Exact V^pi for `reward` (default: task reward): solves (I - gamma P_pi) V = r_pi."""
+    """Exact V^pi for `reward` (default: task reward): solves (I - gamma P_pi) V = r_pi.
+    `policy` is (S,) actions or (S, A) action probabilities."""
     r = _as_state_action_reward(mdp, reward)
     policy = np.asarray(policy)
     p_pi = mdp.policy_matrix(policy)
-    r_pi = r[np.arange(mdp.n_states), policy]
+    r_pi = (policy * r).sum(axis=1) if policy.ndim == 2 else r[np.arange(mdp.n_states), policy]
     system = sp.identity(mdp.n_states, format="csc") - mdp.discount * p_pi.tocsc()
     return np.atleast_1d(spla.spsolve(system, r_pi))
 
 
+def evaluate_from_start(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray | None = None) -> float | None:
+    """V^pi(s0) for `reward` (default: the task reward) if the deterministic `policy` finishes
+    surely from the start, else None: `finishes_surely(...)[start]` and
+    `policy_evaluation(...)[start]` in one, on the states the policy reaches from the start
+    only (a closed set under the policy, so its values there are the whole MDP's)."""
+    policy = np.asarray(policy)
+    p_pi = mdp.policy_matrix(policy)
+    reach = np.sort(csgraph.breadth_first_order(p_pi, mdp.start, directed=True, return_predecessors=False))
+    position = np.full(mdp.n_states, -1, dtype=np.int64)
+    position[reach] = np.arange(len(reach))
+    sub = csr_rows(p_pi, reach)
+    columns = position[sub.indices]  # every successor of a reached state is reached (or has probability 0)
+    keep = columns >= 0
+    if not keep.all():
+        sub = sp.csr_matrix((np.where(keep, sub.data, 0.0), np.maximum(columns, 0), sub.indptr), shape=(len(reach),) * 2)
+    else:
+        sub = sp.csr_matrix((sub.data, columns, sub.indptr), shape=(len(reach),) * 2)
+    terminal = mdp.terminal[reach]
+    if not terminal.any():
+        return None
+    distance = csgraph.dijkstra(sub.T.tocsr(), directed=True, indices=np.flatnonzero(terminal), unweighted=True,
+                                min_only=True)
+    if not np.all(np.isfinite(distance)):
+        return None
+    r = _as_state_action_reward(mdp, reward)[reach, policy[reach]]
+    system = sp.identity(len(reach), format="csc") - mdp.discount * sub.tocsc()
+    return float(np.atleast_1d(spla.spsolve(system, r))[position[mdp.start]])
+
+
 def _reaches(p_pi: sp.csr_matrix, targets: np.ndarray) -> np.ndarray:
-    """States with a positive-probability path into `targets` (vectorised fixed point)."""
-    reach = targets.copy()
-    while True:
-        grown = reach | ((p_pi @ reach.astype(float)) > 0)
-        if np.array_equal(grown, reach):
-            return reach
-        reach = grown
+    """States with a positive-probability path into `targets` (a breadth-first search backwards)."""
+    sources = np.flatnonzero(targets)
+    if not len(sources):
+        return np.zeros(len(targets), bool)
+    distance = csgraph.dijkstra(p_pi.T.tocsr(), directed=True, indices=sources, unweighted=True, min_only=True)
+    return np.isfinite(np.atleast_1d(distance))
 
 
 def finishes_surely(mdp: TabularMDP, policy: np.ndarray) -> np.ndarray:

@@ -99,10 +99,12 @@ class ServiceClient:
         return self.request("GET", f"/scenarios/{scenario_id}/monitor")
 
     def start_run(self, scenario_id: int, method: str, update_fraction: float, rounds: int, episodes: int,
-                  seed: int) -> dict:
+                  seed: int, deploy: bool = True) -> dict:
+        """Start a run; by default it is deployed when it succeeds (the bridge's `replan` means
+        "replan the robots"), whatever the scenario's auto-deploy setting."""
         return self.request("POST", f"/scenarios/{scenario_id}/runs",
                             {"method": method, "update_fraction": update_fraction, "rounds": rounds,
-                             "episodes": episodes, "seed": seed})
+                             "episodes": episodes, "seed": seed, "deploy": deploy})
 
     def run(self, run_id: int) -> dict:
         return self.request("GET", f"/runs/{run_id}")

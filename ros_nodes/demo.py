@@ -11,12 +11,18 @@ NSE states over the steps of the episode.
 
 `fast=True` runs the same nodes with faster robots (1 m/s, 6 rad/s, 0.25 s per in-place
 action, 30 Hz control) so that many seeds fit in minutes; the cells visited are the same.
+
+The service is either started for one episode (`run_episode(..., service=None)`), or shared
+by several (`start_demo_service`, or `connect_demo_service` for one already running): each
+episode then forgets the monitor's state reports first. A temporary folder made for the
+logs is removed when the episode (or the shared service) stops.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,8 +31,9 @@ from typing import Callable
 
 from .geometry import GridFrame
 from .launching import LAUNCH_DIR, load_launch_file, resolve
+from .client import ServiceClient, ServiceError, ServiceRejected
 from .messages import parse_monitor, parse_policy_update, parse_status, pose_from_odometry
-from .processes import NodeGroup, ServiceProcess, pick_domain_id, ros_environment
+from .processes import DEMO_SCENARIO, NodeGroup, ServiceProcess, pick_domain_id, ros_environment
 
 ROBOTS = ("tb1", "tb2")
 FAST = {"max_linear_speed": "1.0", "max_angular_speed": "6.0", "action_duration": "0.25", "control_rate": "30.0"}
@@ -159,27 +166,101 @@ class EpisodeResult:
         return dict(self.__dict__)
 
 
-def run_episode(method: str | None, seed: int, episodes: int = 100, update_fraction: float = 0.25, fast: bool = False,
+@dataclass
+class DemoService:
+    """The service an episode talks to: where, as whom, and the demo scenario's id."""
+
+    url: str
+    operator_token: str
+    scenario_id: int
+    process: ServiceProcess | None = None  # when the demo started it
+    tempdir: Path | None = None  # a temporary folder to remove when it stops
+
+    @property
+    def dashboard(self) -> str:
+        return f"{self.url.rstrip('/')}/dashboard"
+
+    def client(self, token: str | None = None) -> ServiceClient:
+        return ServiceClient(self.url, self.operator_token if token is None else token, 10.0)
+
+    def stop(self) -> None:
+        """Stop the service if the demo started it, and remove its temporary folder."""
+        if self.process is not None:
+            self.process.stop()
+        if self.tempdir is not None:
+            shutil.rmtree(self.tempdir, ignore_errors=True)
+
+
+def start_demo_service(workdir: Path | None = None) -> DemoService:
+    """`mase serve` on a free port with a fresh database holding the demo scenario. Without
+    `workdir`, its files go to a temporary folder that `DemoService.stop` removes."""
+    tempdir = None if workdir is not None else Path(tempfile.mkdtemp(prefix="mase-ros-demo-"))
+    process = ServiceProcess(Path(workdir or tempdir) / "service")
+    try:
+        process.start()
+        return DemoService(process.url, process.operator_token, process.demo_scenario(), process, tempdir)
+    except BaseException:
+        process.stop()
+        if tempdir is not None:
+            shutil.rmtree(tempdir, ignore_errors=True)
+        raise
+
+
+def connect_demo_service(url: str, token: str, timeout: float = 5.0) -> DemoService:
+    """A service already running at `url`: it must answer, take `token` as an operator's, and
+    hold the demo scenario (it does unless started with MASE_LOAD_SHIPPED=0)."""
+    try:
+        client = ServiceClient(url, token, timeout)
+    except ValueError as error:
+        raise DemoFailure(str(error)) from None
+    try:
+        client.health()
+    except ServiceError as error:
+        raise DemoFailure(f"no service answers at {url}: {error}") from None
+    try:
+        me = client.request("GET", "/me")
+    except ServiceRejected as error:
+        raise DemoFailure(f"the service at {url} refuses the token ({error.detail}); pass an operator token "
+                          "(the service's tokens file, var/tokens for `make run`)") from None
+    except ServiceError as error:
+        raise DemoFailure(f"the service at {url} did not answer GET /api/v1/me: {error}") from None
+    if not isinstance(me, dict) or me.get("role") != "operator":
+        raise DemoFailure(f"the token is a robot's token ({me}); the demo needs an operator token")
+    for scenario in client.scenarios():
+        if scenario["name"] == DEMO_SCENARIO:
+            return DemoService(client.base_url[: -len("/api/v1")], token, int(scenario["id"]))
+    raise DemoFailure(f"the service at {url} has no scenario {DEMO_SCENARIO!r} (start it with MASE_LOAD_SHIPPED=1 "
+                      "and an empty database, or without --service)")
+
+
+def run_episode(method: str | None, seed: int, rollouts: int = 100, update_fraction: float = 0.25, fast: bool = False,
                 workdir: Path | None = None, domain_id: int | None = None, timeout: float | None = None,
-                log: Callable[[str], None] = lambda text: None) -> EpisodeResult:
-    """One demo episode (see the module doc). `method=None` keeps the naive policies without a run."""
+                log: Callable[[str], None] = lambda text: None, service: DemoService | None = None) -> EpisodeResult:
+    """One demo episode (see the module doc). `method=None` keeps the current policies without a
+    run (the naive ones on a fresh service); `rollouts` are the run's Monte Carlo episodes blamed.
+
+    Without `service`, one is started for this episode alone and stopped at its end; without
+    `workdir`, the logs go to a temporary folder that is removed at the end."""
     import rclpy
 
     start = time.monotonic()
     timeout = timeout or (120.0 if fast else 400.0)
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="mase-ros-demo-"))
+    tempdir = None if workdir is not None else Path(tempfile.mkdtemp(prefix="mase-ros-demo-"))
+    workdir = Path(workdir or tempdir)
     domain_id = domain_id if domain_id is not None else pick_domain_id()
-    service = ServiceProcess(workdir / "service")
+    own = None
     nodes = None
     watcher = None
     context = None
     try:
-        log(f"service on port {service.port} (ROS_DOMAIN_ID={domain_id}, logs in {workdir})")
-        service.start()
+        if service is None:
+            own = service = start_demo_service(workdir)
+        log(f"service {service.url} (ROS_DOMAIN_ID={domain_id}, logs in {workdir})")
         operator = service.client()
-        scenario_id = service.demo_scenario()
+        scenario_id = service.scenario_id
+        operator.request("DELETE", f"/scenarios/{scenario_id}/observations")  # this episode's reports only
         arguments = {"service_url": service.url, "scenario_id": str(scenario_id),
-                     "operator_token": service.operator_token, "seed": str(seed), "episodes": str(episodes),
+                     "operator_token": service.operator_token, "seed": str(seed), "episodes": str(rollouts),
                      "update_fraction": str(update_fraction), "wait_for_go": "true",
                      **{f"token_{r}": operator.create_token(scenario_id, r) for r in ROBOTS}}
         if method is not None:
@@ -236,13 +317,19 @@ def run_episode(method: str | None, seed: int, episodes: int = 100, update_fract
     except DemoFailure as error:
         tail = nodes.logs() if nodes else ""
         raise DemoFailure(f"{error}\n{tail}") from None
+    except ServiceError as error:
+        tail = nodes.logs() if nodes else ""
+        raise DemoFailure(f"the service failed: {error}\n{tail}") from None
     finally:
         codes = nodes.stop() if nodes is not None else {}
         if watcher is not None:
             watcher.destroy()
         if context is not None:
             rclpy.shutdown(context=context)
-        service.stop()
+        if own is not None:
+            own.stop()
+        if tempdir is not None:
+            shutil.rmtree(tempdir, ignore_errors=True)
     result.exit_codes = codes
     return result
 

@@ -2,6 +2,7 @@
 folder, or the PostgreSQL server named by TEST_DATABASE_URL), app clients, a real server."""
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -48,11 +49,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: servers started and not stopped: a failed test's server is stopped when the session ends
+_RUNNING: set = set()
+
+
+@atexit.register
+def _stop_leftover_servers() -> None:
+    for server in list(_RUNNING):
+        server.stop()
+
+
 class ServerProcess:
     """`python -m mase serve` in a subprocess, with its output captured to a file."""
 
-    def __init__(self, tmp_path: Path, database_url: str, port: int | None = None) -> None:
+    def __init__(self, tmp_path: Path, database_url: str, port: int | None = None, args: tuple = (),
+                 env: dict | None = None) -> None:
         self.tmp_path, self.database_url = tmp_path, database_url
+        self.args, self.env = tuple(args), dict(env or {})
         self.port = port or free_port()
         self.tokens = tmp_path / "tokens"
         if not self.tokens.exists():
@@ -64,11 +77,12 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "ServerProcess":
+    def start(self, timeout: float = 120.0) -> "ServerProcess":
         env = {**os.environ, "MASE_DATABASE_URL": self.database_url, "MASE_TOKENS_FILE": str(self.tokens),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "a") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "mase", "serve", "--port", str(self.port)],
+            self.process = subprocess.Popen([sys.executable, "-m", "mase", "serve", "--port", str(self.port),
+                                             *self.args],
                                             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,21 +90,75 @@ class ServerProcess:
                 raise AssertionError(f"server exited: {self.log.read_text()}")
             try:
                 if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    _RUNNING.add(self)
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise AssertionError(f"server did not start: {self.log.read_text()}")
+        # a server that is still starting would otherwise outlive the test and keep writing to
+        # the shared test database (PostgreSQL) under the next test's feet
+        self.stop()
+        raise AssertionError(f"server did not start in {timeout:.0f} s: {self.log.read_text()}")
 
     def stop(self, kill: bool = False) -> None:
+        _RUNNING.discard(self)
         if self.process is None:
             return
         if kill:
             self.process.kill()
         else:
             self.process.terminate()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
         self.process = None
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
+
+
+def wait_until_planned(client, scenario_id: int, timeout: float = 120.0, headers=AUTH) -> dict:
+    """Wait for a scenario's fleet to be planned (a background job); its planning status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        plan = client.get(f"/api/v1/scenarios/{scenario_id}/plan", headers=headers).json()
+        if plan["status"] == "succeeded":
+            return plan
+        assert plan["status"] != "failed", plan
+        time.sleep(0.1)
+    raise AssertionError(f"scenario {scenario_id} was not planned in {timeout} s: {plan}")
+
+
+def raw_request(method: str, path: str, body: bytes = b"", headers: dict | None = None) -> bytes:
+    """One HTTP/1.1 request as bytes, to send on a raw socket (a keep-alive connection)."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}",
+             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+    if body:
+        lines.append("Content-Type: application/json")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def read_response(sock) -> tuple[int, dict, bytes]:
+    """(status, headers in lower case, body) of the next response on `sock`; ConnectionError if
+    the server closed the connection instead."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection after {data[:200]!r}")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", 0))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection in the middle of a body")
+        rest += chunk
+    return int(lines[0].split()[1]), headers, rest[:length]

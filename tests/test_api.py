@@ -17,7 +17,7 @@ from metareasoner.penalty import NSEPenalty
 from planner.domains import get_domain
 from planner.maps import load_map
 from planner.scenario import generate_scenario
-from service_support import AUTH, OPERATOR, ROOT, fresh_database_url, wait_for_run
+from service_support import AUTH, OPERATOR, ROOT, fresh_database_url, wait_for_run, wait_until_planned
 
 pytestmark = pytest.mark.service
 DEMO = 1  # the shipped scenarios are created in this order: salp demo, salp-1, overcooked-1, warehouse-1
@@ -62,7 +62,9 @@ def test_create_scenario_matches_the_library(client):
     reference = generate_scenario(load_map(ROOT / "maps/warehouse/warehouse-2.map"), 7, seed=3, slack=5)
     assert [r["id"] for r in body["robots"]] == [t.robot_id for t in reference.tasks]
     assert [tuple(r["start"]) for r in body["robots"]] == [t.start for t in reference.tasks]
-    assert body["slack"] == 5 and body["domain"] == "warehouse"
+    assert body["slack"] == "5" and body["domain"] == "warehouse"  # an absolute task budget
+    percent = client.post("/api/v1/scenarios", headers=AUTH, json={"map": "warehouse-2", "robots": 3, "slack": "2.5%"})
+    assert percent.status_code == 201 and percent.json()["slack"] == "2.5%"
     assert client.get(f"/api/v1/scenarios/{body['id']}", headers=AUTH).json() == body
 
 
@@ -88,6 +90,9 @@ def test_inline_map_errors_come_back_and_store_nothing(client, settings):
     ({"map": "salp-demo", "robots": "two"}, "robots"),
     ({"map": "salp-demo", "robots": 0}, "robots"),
     ({"map": "salp-demo", "robots": 2, "slack": -1}, "slack"),
+    ({"map": "salp-demo", "robots": 2, "slack": "5"}, "slack"),  # a number, or a percentage string
+    ({"map": "salp-demo", "robots": 2, "slack": "-5%"}, "slack"),
+    ({"map": "salp-demo", "robots": 2, "slack": "ten %"}, "slack"),
     ({"map": "salp-demo", "robots": 5000}, "at most"),
     ({"map": "salp-demo", "robots": 2, "colour": "red"}, "colour"),
 ])
@@ -136,12 +141,16 @@ DEMO_SLACK = SHIPPED_SCENARIOS[0][3]
 
 
 def _reference(map_name: str, robots: int, method: str, fraction: float, rules=None, min_count=None,
-               slack: float = DEMO_SLACK):
+               slack: str = DEMO_SLACK):
+    from api.schemas import RunCreate
+
     world = load_map(next(ROOT.glob(f"maps/*/{map_name}.map")))
     if rules is not None:
         world = world.with_rules(rules, min_count)
     scenario = generate_scenario(world, robots, seed=0, slack=slack)
-    return Mitigation(method=method, update_fraction=fraction, rounds=1, episodes=100, seed=0).run(Fleet.plan(scenario))
+    rounds = RunCreate.model_fields["rounds"].default
+    return Mitigation(method=method, update_fraction=fraction, rounds=rounds, episodes=100, seed=0).run(
+        Fleet.plan(scenario))
 
 
 def test_run_in_background_equals_the_library(client):
@@ -161,7 +170,14 @@ def test_run_in_background_equals_the_library(client):
     assert run["summary"]["nse_after"] == pytest.approx(reference.after.total_penalty, rel=1e-9)
     assert run["summary"]["updated"] == reference.updated
     assert [r["blame"] for r in run["robots"]] == pytest.approx([r.blame for r in reference.robots])
+    # a finished run is a proposal: robots keep what they followed until an operator deploys it
+    scenario = client.get(f"/api/v1/scenarios/{DEMO}", headers=AUTH).json()
+    assert scenario["auto_deploy"] is False and scenario["deployed_run_id"] != run["id"]
+    before = client.get(f"/api/v1/scenarios/{DEMO}/robots/tb2", headers=AUTH).json()
+    assert before["run_id"] != run["id"]
+    assert client.post(f"/api/v1/runs/{run['id']}/deploy", headers=AUTH).status_code == 200
     # robots now follow the run's policies
+    wait_until_planned(client, DEMO)
     scenario = client.get(f"/api/v1/scenarios/{DEMO}", headers=AUTH).json()
     assert scenario["current_run_id"] == run["id"] and scenario["active_run_id"] is None
     status = client.get(f"/api/v1/scenarios/{DEMO}/robots/tb2", headers=AUTH).json()
@@ -176,6 +192,7 @@ def test_run_in_background_equals_the_library(client):
 
 
 def test_policy_table_is_the_mdp(client):
+    wait_until_planned(client, DEMO)
     policy = client.get(f"/api/v1/scenarios/{DEMO}/robots/tb2/policy", headers=AUTH).json()
     assert policy["run_id"] is None
     fleet = Fleet.plan(generate_scenario(load_map(ROOT / "maps/salp/salp-demo.map"), 2, seed=0, slack=DEMO_SLACK))
@@ -193,6 +210,7 @@ def test_policy_table_is_the_mdp(client):
 
 
 def test_penalty_lookup_and_bad_states(client):
+    wait_until_planned(client, DEMO)
     table = client.get(f"/api/v1/scenarios/{DEMO}/robots/tb1/penalties", headers=AUTH).json()
     state = table["states"][3]
     one = client.get(f"/api/v1/scenarios/{DEMO}/robots/tb1/penalty", headers=AUTH,
@@ -210,6 +228,7 @@ def test_live_monitor_from_reported_states(client, settings):
     world = load_map(ROOT / "maps/salp/salp-demo.map")
     feature = get_domain("salp").dynamic_feature
     penalty = NSEPenalty(world.rules, world.zone_names, feature, world.min_count)
+    wait_until_planned(client, DEMO)
     states = {}
     for robot in ("tb1", "tb2"):
         policy = client.get(f"/api/v1/scenarios/{DEMO}/robots/{robot}/policy", headers=AUTH).json()
@@ -339,8 +358,9 @@ def test_backend_setting_gives_the_same_run(settings):
     summaries = []
     for backend in ("serial", "local"):
         with TestClient(create_app(replace(settings, backend=backend))) as client:
+            # not deployed: both runs start from the naive policies
             run = client.post(f"/api/v1/scenarios/{DEMO}/runs", headers=AUTH,
-                              json={"method": "gen-recon-cf", "update_fraction": 0.5}).json()
+                              json={"method": "gen-recon-cf", "update_fraction": 0.5, "deploy": False}).json()
             done = wait_for_run(client, run["id"])
             assert done["status"] == "succeeded", done["error"]
             summaries.append((done["summary"]["nse_after"], [r["blame"] for r in done["robots"]]))

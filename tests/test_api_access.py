@@ -10,7 +10,7 @@ from api.app import create_app
 from api.models import RobotTokenRow
 from api.security import hash_token
 from api.settings import Settings
-from service_support import AUTH, OPERATOR, fresh_database_url
+from service_support import AUTH, OPERATOR, fresh_database_url, wait_until_planned
 
 pytestmark = pytest.mark.service
 STATE = "1,1,0,0,0"  # tb1's start state on the salp demo map
@@ -22,7 +22,11 @@ OPERATOR_ONLY = [
     ("POST", "/api/v1/scenarios", {"map": "salp-demo", "robots": 2}),
     ("GET", "/api/v1/scenarios/{s}", None),
     ("GET", "/api/v1/scenarios/{s}/map", None),
+    ("GET", "/api/v1/scenarios/{s}/plan", None),
+    ("POST", "/api/v1/scenarios/{s}/plan/restart", None),
     ("POST", "/api/v1/scenarios/{s}/tokens", {"robot_id": "tb1"}),
+    ("GET", "/api/v1/scenarios/{s}/tokens", None),
+    ("DELETE", "/api/v1/scenarios/{s}/tokens/{t}", None),
     ("GET", "/api/v1/scenarios/{s}/rules", None),
     ("GET", "/api/v1/scenarios/{s}/rules/1", None),
     ("POST", "/api/v1/scenarios/{s}/rules", {"rules": []}),
@@ -32,6 +36,7 @@ OPERATOR_ONLY = [
     ("POST", "/api/v1/runs/{r}/restart", None),
     ("GET", "/api/v1/runs/compare?ids={r}&ids={r}", None),
     ("GET", "/api/v1/scenarios/{s}/monitor", None),
+    ("GET", "/api/v1/scenarios/{s}/observations", None),
     ("DELETE", "/api/v1/scenarios/{s}/observations", None),
     ("DELETE", "/api/v1/scenarios/{o}", None),
 ]
@@ -43,7 +48,7 @@ ROBOT = [  # allowed to the operator and to the robot itself
     ("POST", "/api/v1/scenarios/{s}/robots/tb1/state", {"state": [1, 1, 0, 0, 0]}),
 ]
 EVERY = OPERATOR_ONLY + ROBOT + [("GET", "/api/v1/me", None)]
-SUCCESS = {"GET": (200,), "POST": (200, 201, 202, 409), "DELETE": (200, 204)}  # restart of a succeeded run is 409
+SUCCESS = {"GET": (200,), "POST": (200, 201, 202, 409), "DELETE": (200, 204)}  # restarting what did not fail is 409
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +63,11 @@ def world(tmp_path_factory):
             response = client.post(f"/api/v1/scenarios/{scenario}/tokens", headers=AUTH, json={"robot_id": robot})
             assert response.status_code == 201
             tokens[(scenario, robot)] = response.json()["token"]
+        spare = client.post("/api/v1/scenarios/1/tokens", headers=AUTH, json={"robot_id": "tb1"}).json()["id"]
         run = client.post("/api/v1/scenarios/1/runs", headers=AUTH, json={"method": "naive"}).json()["id"]
-        yield client, settings, tokens, {"s": 1, "o": other, "r": run}
+        for scenario in (1, other):
+            wait_until_planned(client, scenario)
+        yield client, settings, tokens, {"s": 1, "o": other, "r": run, "t": spare}
 
 
 def call(client, method, path, body, ids, headers):
@@ -125,9 +133,13 @@ def test_token_for_unknown_robot_is_404(world):
 
 def test_me_says_who_the_token_belongs_to(world):
     client, _, tokens, ids = world
-    assert client.get("/api/v1/me", headers=AUTH).json() == {"role": "operator", "scenario_id": None, "robot_id": None}
+    from api.security import hash_token
+
+    name = f"operator-{hash_token(AUTH['Authorization'].split()[1])[:6]}"  # a token without a name in the file
+    assert client.get("/api/v1/me", headers=AUTH).json() == {"role": "operator", "name": name, "scenario_id": None,
+                                                             "robot_id": None}
     for robot in ("tb1", "tb2"):  # of scenario 1 (the other scenario is deleted by an earlier test)
         scenario, token = 1, tokens[(1, robot)]
         response = client.get("/api/v1/me", headers=bearer(token))
         assert response.status_code == 200
-        assert response.json() == {"role": "robot", "scenario_id": scenario, "robot_id": robot}
+        assert response.json() == {"role": "robot", "name": robot, "scenario_id": scenario, "robot_id": robot}

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from service_support import AUTH, OPERATOR, ServerProcess, fresh_database_url, wait_for_run
+from service_support import AUTH, OPERATOR, ServerProcess, fresh_database_url, wait_for_run, wait_until_planned
 
 pytestmark = pytest.mark.service
 
@@ -35,6 +35,7 @@ def test_restart_keeps_scenarios_rules_runs_and_tokens(tmp_path):
             assert wait_for_run(http, run["id"])["status"] == "succeeded"
             token = http.post(f"/api/v1/scenarios/{created['id']}/tokens", headers=AUTH,
                               json={"robot_id": created["robots"][0]["id"]}).json()["token"]
+            wait_until_planned(http, created["id"])
             robot_path = f"/api/v1/scenarios/{created['id']}/robots/{created['robots'][0]['id']}/policy"
             policy = http.get(robot_path, headers={"Authorization": f"Bearer {token}"}).json()
             before = snapshot(http)

@@ -140,8 +140,10 @@ def test_scenario_arguments_are_checked():
     world = load_map(MAPS / "salp" / "salp-1.map")
     with pytest.raises(ValueError, match="at least 1"):
         generate_scenario(world, 0)
-    with pytest.raises(ValueError, match="slack must be"):
+    with pytest.raises(ValueError, match="a task budget must be a finite number >= 0, got -0.5"):
         generate_scenario(world, 3, slack=-0.5)
+    with pytest.raises(ValueError, match="a task budget is a number or a percentage such as '10%', got 'lots'"):
+        generate_scenario(world, 3, slack="lots")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -153,7 +155,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     "args, expected",
     [
         (["--robots", "0"], "must be at least 1"),
-        (["--robots", "3", "--slack", "-1"], "slack must be a finite number >= 0"),
+        (["--robots", "3", "--slack", "-1"], "a task budget must be a finite number >= 0"),
+        (["--robots", "3", "--slack", "5 steps"], "a task budget is a number or a percentage such as '10%'"),
         (["--robots", "two"], "expected an integer"),
     ],
 )

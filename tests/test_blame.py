@@ -1,4 +1,4 @@
-"""Blame methods (MATH.md sections 5 and 7) against their definitions evaluated by brute force."""
+"""Blame methods (docs/FORMULATION.md sections 5 and 7) against their definitions evaluated by brute force."""
 from __future__ import annotations
 
 import itertools

@@ -128,9 +128,10 @@ class Dashboard:
         return run, phases
 
     def replan(self, method: str, fraction: str = "1.0", rounds: str = "1",
-               status: str = "succeeded") -> tuple[dict, set[str]]:
+               status: str = "succeeded", deploy: bool = False) -> tuple[dict, set[str]]:
         before = {r["id"] for r in self.get(f"/scenarios/{self.scenario_id()}/runs")}
         self.page.select_option("#method", method)
+        self.page.set_checked("#deploy-on-success", deploy)
         self.page.fill("#update-fraction", fraction)
         self.page.fill("#rounds", rounds)
         self.by("replan-button").click()
@@ -195,7 +196,8 @@ def test_sign_in_by_fragment_form_and_refused_tokens(dash):
     page.click("#login-button")
     names = [s["name"] for s in dash.get("/scenarios")]
     expect(dash.by("scenario-item").locator(".scenario-name")).to_have_text(names)
-    expect(dash.by("auth-status")).to_have_text("Signed in as operator")
+    me = dash.get("/me")  # the operator's name from the tokens file (a generated one here)
+    expect(dash.by("auth-status")).to_have_text(f"Signed in as operator {me['name']}")
     assert page.evaluate("sessionStorage.getItem('mase.operatorToken')") == OPERATOR
 
     page.reload()  # the token stays for the tab
@@ -229,8 +231,12 @@ def test_map_replan_results_and_compare(dash):
         cells = [[int(float(v) // CELL) for v in p.split(",")] for p in points]
         assert cells == robot["path"], robot["id"]
 
-    # Replan with live progress; the result, the runs table and the map follow the API
-    run, phases = dash.replan("gen-recon-cf")
+    # Replan with live progress (deployed when it succeeds: the box ticked; no shipped scenario
+    # deploys by itself); the result, the runs table and the map follow the API
+    assert dash.get(f"/scenarios/{scenario}")["auto_deploy"] is False
+    expect(dash.by("deploy-on-success")).not_to_be_checked()
+    run, phases = dash.replan("gen-recon-cf", deploy=True)
+    assert run["deploy_on_success"] is True
     took = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["created_at"])
     if took.total_seconds() > 1.5:  # a run faster than the page's 0.5 s polling may finish unseen
         assert phases - {"", "queued"}, phases  # the phase was shown while it ran
@@ -296,6 +302,46 @@ def test_map_replan_results_and_compare(dash):
     expect(page.locator("#result-panel")).to_have_attribute("data-run-id", str(run["id"]))
     number(dash.by("nse-after"), summary["nse_after"])
     dash.screenshot("dashboard.png")
+    assert not dash.errors
+
+
+def test_an_imported_policy_file_in_the_runs_table(dash):
+    """A policy file imported over the API (a run's own policies, labelled as a learner's) is a
+    run like the others in the table: method "import (its learner)", no update fraction or
+    rounds, NSE before and after; its history line; selecting it shows its result."""
+    page, expect = dash.page, dash.expect
+    scenario = dash.open_demo()
+    done = [r for r in dash.get(f"/scenarios/{scenario}/runs") if r["status"] == "succeeded"]
+    if not done:
+        started = dash.api("POST", f"/scenarios/{scenario}/runs", json={"method": "naive", "deploy": False})
+        assert started.status_code == 202, started.text
+        done = [dash.wait_for_run(started.json()["id"])[0]]
+    document = dash.get(f"/runs/{done[-1]['id']}/policies")
+    document["source"] = {"command": "dashboard test", "learner": "hand-made"}
+    # not deployed on success (the demo scenario auto-deploys): the other tests' robots keep their policies
+    response = dash.api("POST", f"/scenarios/{scenario}/runs/import?deploy=false", json=document)
+    assert response.status_code == 202, response.text
+    run_id = response.json()["id"]
+    assert response.json()["deploy_on_success"] is False
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while (run := dash.get(f"/runs/{run_id}"))["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, run
+        time.sleep(0.2)
+    assert run["status"] == "succeeded", run
+    row = page.locator(f'[data-testid=run-row][data-run-id="{run_id}"]')
+    expect(row.get_by_test_id("run-method")).to_have_text("import (hand-made)")
+    expect(row.get_by_test_id("run-status")).to_have_text("succeeded")
+    expect(row.get_by_test_id("run-fraction")).to_have_text("—")
+    expect(row.get_by_test_id("run-rounds")).to_have_text("—")
+    expect(row.get_by_test_id("run-by")).to_have_text(run["created_by"])
+    number(row.get_by_test_id("run-nse-before"), run["summary"]["nse_before"])
+    number(row.get_by_test_id("run-nse-after"), run["summary"]["nse_after"])
+    expect(page.locator(f'[data-testid=history-row][data-kind=run_imported][data-run-id="{run_id}"]')) \
+        .to_contain_text(f"imported a policy file as run #{run_id} (hand-made, 2 entries)")
+    row.click()
+    expect(page.locator("#result-panel")).to_have_attribute("data-run-id", str(run_id))
+    expect(page.locator("#result-run")).to_contain_text(f"run #{run_id} · import (hand-made) · succeeded")
+    number(dash.by("nse-after"), run["summary"]["nse_after"])
     assert not dash.errors
 
 

@@ -50,14 +50,14 @@ def plain_value_iteration(mdp, reward, allowed, discount, tolerance=1e-8):
 
 def test_value_iteration_is_bit_identical_to_the_plain_loop(fleet):
     mdp = fleet.plans[0].mdp
-    ours = value_iteration(mdp)
+    ours = value_iteration(mdp, method="vi")  # plain value iteration (the default is modified policy iteration)
     values, q, iterations = plain_value_iteration(mdp, None, None, mdp.discount)
     assert np.array_equal(ours.values, values) and np.array_equal(ours.q_values, q) and ours.iterations == iterations
     # restricted actions and an undiscounted (shortest-path) secondary objective, as LVI uses them
     allowed = (ours.values[:, None] - ours.q_values) <= 0.5
     penalty = -np.where(np.arange(mdp.n_states) % 7 == 0, 1.0, 0.0)[:, None] - 0.01 + np.zeros(mdp.rewards.shape)
     penalty[mdp.terminal] = 0
-    ssp = value_iteration(mdp, penalty, allowed=allowed, discount=1.0)
+    ssp = value_iteration(mdp, penalty, allowed=allowed, discount=1.0, method="vi")
     values, q, iterations = plain_value_iteration(mdp, penalty, allowed, 1.0)
     assert np.array_equal(ssp.values, values) and np.array_equal(ssp.q_values, q) and ssp.iterations == iterations
 

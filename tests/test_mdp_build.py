@@ -67,6 +67,16 @@ def test_reachable_states_transitions_and_values_in_closed_form():
     assert steps[mdp.start] == pytest.approx(3 / (1 - q))
 
 
+def test_index_of_state_agrees_with_index_of_on_every_row():
+    """The scalar lookup (a robot's query) against the vectorised one, on every row of the
+    feature grid: reachable states and unreachable ones."""
+    mdp = build_mdp(LineProblem(9, 0.3, start=2))
+    grid = np.array([[cell, parity] for cell in range(9) for parity in (0, 1)])
+    expected = mdp.index_of(grid)
+    assert (expected >= 0).sum() == mdp.n_states and (expected < 0).any()
+    assert [mdp.index_of_state(row) for row in grid.tolist()] == expected.tolist()
+
+
 def test_bad_problems_are_reported():
     class Broken(LineProblem):
         def transition_outcomes(self, states, action):

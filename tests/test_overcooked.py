@@ -483,16 +483,26 @@ def test_good_small_map_loads():
     assert world.extras["_grid_lines"][0] == 7
 
 
-def test_unreachable_fixture_is_reported():
+def test_a_region_without_a_kitchen_cleans_and_a_cook_there_is_refused():
     grid = """
 XXPXXOX
 O..X..T
 B.1X..S
 XGXXDXX
 """
-    # the serving counter, the dishes and the tomatoes are only next to the right-hand room
-    with pytest.raises(MapError, match=r"bad.map:\d+:\d+: .*cannot be reached from start at 2,2"):
-        load_map_text(small_map(grid), "bad.map")
+    # the serving counter, the dishes and the tomatoes are only next to the right-hand room, which
+    # has no start; the left-hand room has a pile and a bin, so its robots clean
+    world = load_map_text(small_map(grid), "bad.map")
+    assert world.starts == ((2, 2),)
+    rng = np.random.default_rng(0)
+    tasks = [DOMAIN.random_task(world, f"r{i}", (2, 2), rng) for i in range(20)]
+    assert {t.kind for t in tasks} == {"clean"}
+    plans = plan_fleet(generate_scenario(world, 3, seed=1))
+    assert all(finishes_surely(p.mdp, p.policy)[p.mdp.start] for p in plans)
+    with pytest.raises(MapError, match=r"bad.map:12:7: robot 'c' cannot cook onion soup alone from 2,2: its region "
+                                       r"has no dish dispenser 'D' and no serving counter 'S'"):
+        load_map_text(small_map(grid, robots="c 2,2 cook onion 1"), "bad.map")
+    assert load_map_text(small_map(grid, robots="g 2,2 clean 1,3"), "bad.map").robots[0].kind == "clean"
 
 
 def test_bad_parameters():

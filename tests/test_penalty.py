@@ -1,4 +1,4 @@
-"""The count-based NSE penalty (MATH.md section 3) against a direct evaluation of eq. 4."""
+"""The count-based NSE penalty (docs/FORMULATION.md section 3) against a direct evaluation of eq. 4."""
 from __future__ import annotations
 
 import itertools

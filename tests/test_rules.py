@@ -1,4 +1,4 @@
-"""Versioned NSE rule sets and operators' desired outcomes (MATH.md section 9)."""
+"""Versioned NSE rule sets and operators' desired outcomes (docs/FORMULATION.md section 9)."""
 from __future__ import annotations
 
 import numpy as np

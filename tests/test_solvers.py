@@ -42,10 +42,11 @@ def untied(q: np.ndarray, margin: float = 1e-6) -> np.ndarray:
     return (top2[:, 1] - top2[:, 0]) > margin
 
 
-def test_forest_matches_mdptoolbox():
+@pytest.mark.parametrize("method", ["vi", "mpi", "pi"])
+def test_forest_matches_mdptoolbox(method):
     P, R = mdptoolbox_example.forest(S=10, r1=4, r2=2, p=0.1)
     mdp = TabularMDP.from_matrices(list(P), R, 0.96)
-    ours = value_iteration(mdp, tolerance=1e-10)
+    ours = value_iteration(mdp, tolerance=1e-10, method=method)
     ref = mdptoolbox_mdp.PolicyIteration(P, R, 0.96)  # exact policy iteration as the reference
     ref.run()
     np.testing.assert_allclose(ours.values, ref.V, atol=1e-7)
@@ -57,12 +58,13 @@ def test_forest_matches_mdptoolbox():
     np.testing.assert_array_equal(ours.policy, vi.policy)
 
 
+@pytest.mark.parametrize("method", ["vi", "mpi", "pi"])
 @pytest.mark.parametrize("seed", range(5))
-def test_random_sparse_mdps_match_mdptoolbox(seed):
+def test_random_sparse_mdps_match_mdptoolbox(seed, method):
     rng = np.random.default_rng(seed)
     mats, rewards = random_sparse_mdp(rng, n_states=40, n_actions=3)
     mdp = TabularMDP.from_matrices(mats, rewards, 0.9)
-    ours = value_iteration(mdp, tolerance=1e-10)
+    ours = value_iteration(mdp, tolerance=1e-10, method=method)
     ref = mdptoolbox_mdp.PolicyIteration(mats, rewards, 0.9)
     ref.run()
     np.testing.assert_allclose(ours.values, ref.V, atol=1e-7)
@@ -119,7 +121,7 @@ def test_lvi_uses_slack_to_avoid_penalty():
     penalty = np.array([0, -5.0, 0, 0, 0])
     strict = lexicographic_value_iteration(mdp, penalty, slack=0.0)
     assert strict.policy[0] == 0  # no slack: the short route, penalty and all
-    # the detour costs one more discounted step, 0.9**2, in Q at state 0; MATH.md's
+    # the detour costs one more discounted step, 0.9**2, in Q at state 0; docs/FORMULATION.md's
     # per-state slack eta = (1 - gamma) * delta admits it once delta >= 0.81 / 0.1
     threshold = 0.9 ** 2 / (1 - 0.9)
     loose = lexicographic_value_iteration(mdp, penalty, slack=threshold + 1e-6)

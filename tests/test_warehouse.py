@@ -10,16 +10,22 @@ import pytest
 
 from planner.domains import get_domain
 from planner.domains.base import MOVE_NAMES, reachable_cells
-from planner.domains.warehouse import STATUSES, WarehouseDomain
+from planner.domains.warehouse import TRIPS, WarehouseDomain
 from planner.maps import load_map, load_map_text
 from planner.mdp import build_mdp
 from planner.scenario import generate_scenario, plan_fleet
 from planner.solvers import finishes_surely, policy_evaluation, simulate, value_iteration
 from planner.world import MapError, Task
 
+from metareasoner.blame import CounterfactualBlame
+from metareasoner.mitigation import valid_value_table
+from metareasoner.monitor import monte_carlo_monitor, robot_model
+from metareasoner.penalty import NSEPenalty
+
 MAP_DIR = Path(__file__).resolve().parent.parent / "maps" / "warehouse"
 MAPS = sorted(MAP_DIR.glob("*.map"))
-WAITING, PICKED, PROCESSED, RETURNED = (STATUSES.index(s) for s in ("waiting", "picked", "processed", "returned"))
+EMPTY, TO_COUNTER, RETURNING = (TRIPS.index(t) for t in ("empty", "to_counter", "returning"))
+SMALL, BIG = 1, 2  # values of the shelf feature
 
 
 def no_slip(world):
@@ -32,9 +38,19 @@ def columns(problem):
         "x": problem.feature_index("x"),
         "y": problem.feature_index("y"),
         "shelf": problem.feature_index("shelf"),
-        "status": [problem.feature_index(f"status_{k}") for k in range(n)],
+        "trip": problem.feature_index("trip"),
+        "done": [problem.feature_index(f"done_{k}") for k in range(n)],
         "corridor": problem.feature_index("corridor"),
     }
+
+
+def sizes_of(world, task):
+    return [1 + ("small", "big").index(world.items[i].label) for i in task.items]
+
+
+def next_of_size(size_of, done, size):
+    """The reference rule, one state at a time: the first not-done assigned shelf of `size`."""
+    return next((k for k, s in enumerate(size_of) if s == size and not done[k]), None)
 
 
 # ---------- shipped maps ----------
@@ -79,8 +95,11 @@ def test_mdp_size_bounded(path):
     items = (0, len(world.items) - 1)
     mdp = build_mdp(domain.make_problem(world, Task("r", world.starts[0], "process", items)))
     assert 100 < mdp.n_states < 30_000
-    # x, y, shelf, status_0, status_1, corridor
-    assert [f.name for f in mdp.features] == ["x", "y", "shelf", "status_0", "status_1", "corridor"]
+    # no feature names the carried shelf: its size, the leg of the trip and one done bit per shelf
+    assert [f.name for f in mdp.features] == ["x", "y", "shelf", "trip", "done_0", "done_1", "corridor"]
+    assert [f.kind for f in mdp.features] == ["local", "local", "dynamic_global", "local", "local", "local",
+                                              "static_global"]
+    assert mdp.features[2].values == ("none", "small", "big")
     assert mdp.actions == MOVE_NAMES + ("pick_up", "process", "drop", "wait")
 
 
@@ -98,14 +117,19 @@ def test_fleet_finishes_surely(path, slip):
 
 
 def check_trajectory(world, problem, mdp, traj_states, traj_actions):
-    """Every step of one episode obeys the warehouse task rules."""
+    """Every step of one episode obeys the warehouse task rules; returns each shelf's stages.
+
+    The carried shelf is tracked here independently of the model: set at pick-up (the first
+    not-done shelf of the picked size, in task order), cleared at drop.
+    """
     c = columns(problem)
     items = [world.items[i] for i in problem.task.items]
-    size_of = [1 + ("small", "big").index(it.label) for it in items]
+    size_of = sizes_of(world, problem.task)
     counters = set(world.extras["counters"])
     rows = mdp.states[traj_states]
     names = [mdp.actions[a] for a in traj_actions]
-    history = [[int(rows[0, col])] for col in c["status"]]
+    history = [[] for _ in items]
+    carried = None
     for t, name in enumerate(names):
         before, after = rows[t], rows[t + 1]
         if mdp.terminal[traj_states[t]]:
@@ -115,36 +139,40 @@ def check_trajectory(world, problem, mdp, traj_states, traj_actions):
         nx, ny = int(after[c["x"]]), int(after[c["y"]])
         assert after[c["corridor"]] == world.zone_layer[ny, nx]
         assert world.passable[ny, nx]
-        # invariant: the shelf carried is the one picked or processed shelf, or none
-        carried = [k for k, col in enumerate(c["status"]) if after[col] in (PICKED, PROCESSED)]
-        assert len(carried) <= 1
-        assert after[c["shelf"]] == (size_of[carried[0]] if carried else 0)
-        changed = [k for k, col in enumerate(c["status"]) if after[col] != before[col]]
-        assert len(changed) <= 1
-        for k in changed:
-            assert after[c["status"][k]] == before[c["status"][k]] + 1, "statuses advance one stage at a time"
-            history[k].append(int(after[c["status"][k]]))
+        done_before = [int(before[col]) for col in c["done"]]
+        done_after = [int(after[col]) for col in c["done"]]
+        # invariants: trip is empty exactly when nothing is carried, and the carried size is the tracked shelf's
+        assert (after[c["trip"]] == EMPTY) == (after[c["shelf"]] == 0)
+        changed = [k for k in range(len(items)) if done_after[k] != done_before[k]]
+        assert len(changed) <= 1 and all(done_after[k] == 1 for k in changed), "done bits are only ever set"
         if name in MOVE_NAMES:
             assert abs(nx - cell[0]) + abs(ny - cell[1]) <= 1
-            assert not changed and after[c["shelf"]] == before[c["shelf"]]
+            assert not changed and after[c["shelf"]] == before[c["shelf"]] and after[c["trip"]] == before[c["trip"]]
             continue
         assert (nx, ny) == cell, "only moves change the position"
-        if after[c["shelf"]] != before[c["shelf"]]:
-            assert name in ("pick_up", "drop")
-        if name == "pick_up" and changed:
-            (k,) = changed
-            assert before[c["shelf"]] == 0 and after[c["shelf"]] == size_of[k]
-            assert after[c["status"][k]] == PICKED and cell == items[k].cell
-        elif name == "process" and changed:
-            (k,) = changed
-            assert after[c["status"][k]] == PROCESSED and cell in counters
-            assert after[c["shelf"]] == before[c["shelf"]] == size_of[k], "the shelf stays on the robot"
-        elif name == "drop" and changed:
-            (k,) = changed
-            assert after[c["status"][k]] == RETURNED and cell == items[k].cell
-            assert before[c["shelf"]] == size_of[k] and after[c["shelf"]] == 0
+        acted = not np.array_equal(before, after)
+        if name == "pick_up" and acted:
+            assert before[c["shelf"]] == 0 and carried is None and not changed
+            size = int(after[c["shelf"]])
+            k = next_of_size(size_of, done_before, size)
+            assert k is not None and cell == items[k].cell, "picks the first not-done shelf of its size, at its home"
+            assert after[c["trip"]] == TO_COUNTER
+            carried = k
+            history[k].append("picked")
+        elif name == "process" and acted:
+            assert cell in counters and carried is not None
+            assert before[c["trip"]] == TO_COUNTER and after[c["trip"]] == RETURNING
+            assert after[c["shelf"]] == before[c["shelf"]] == size_of[carried], "the shelf stays on the robot"
+            history[carried].append("processed")
+        elif name == "drop" and acted:
+            assert changed == [carried] and cell == items[carried].cell, "dropped at the carried shelf's home"
+            assert before[c["trip"]] == RETURNING and before[c["shelf"]] == size_of[carried]
+            assert after[c["shelf"]] == 0 and after[c["trip"]] == EMPTY
+            history[carried].append("returned")
+            carried = None
         else:
-            assert not changed and after[c["shelf"]] == before[c["shelf"]]
+            assert not acted, f"{name} changed the state"
+        assert after[c["shelf"]] == (0 if carried is None else size_of[carried])
     return history
 
 
@@ -157,7 +185,7 @@ def test_simulated_episodes_follow_the_task(path):
         history = check_trajectory(world, plan.problem, plan.mdp, traj.states[0], traj.actions[0])
         assert plan.mdp.terminal[traj.states[0, -1]], "a deterministic optimal policy finishes within the horizon"
         for k, stages in enumerate(history):
-            assert stages == [WAITING, PICKED, PROCESSED, RETURNED], (k, stages)
+            assert stages == ["picked", "processed", "returned"], (k, stages)
         # deterministic: the task value is the closed form of the number of steps taken
         done = int(np.flatnonzero(plan.mdp.terminal[traj.states[0]])[0])
         expected = -(1 - world.discount ** done) / (1 - world.discount)
@@ -175,21 +203,147 @@ def test_slippery_episodes_follow_the_task(path):
             check_trajectory(world, plan.problem, plan.mdp, traj.states[e], traj.actions[e])
 
 
-def test_robot_chooses_the_order_of_its_shelves():
+def shelves_of(world, *labels):
+    """Indices of the first world items with these labels, in order."""
+    out = []
+    for label in labels:
+        out.append(next(i for i, it in enumerate(world.items) if it.label == label and i not in out))
+    return tuple(out)
+
+
+def carrying_with_nothing_done(mdp, size):
+    cols = [mdp.feature_index(f"done_{k}") for k in range(sum(f.name.startswith("done_") for f in mdp.features))]
+    return np.any((mdp.states[:, mdp.feature_index("shelf")] == size) & np.all(mdp.states[:, cols] == 0, axis=1))
+
+
+def test_robot_chooses_which_size_to_carry_first():
     world = load_map(MAP_DIR / "warehouse-1.map")
     domain = get_domain("warehouse")
     start = world.starts[0]
-    a = build_mdp(domain.make_problem(world, Task("r", start, "process", (0, 5))))
-    b = build_mdp(domain.make_problem(world, Task("r", start, "process", (5, 0))))
-    s0, s1 = a.feature_index("status_0"), a.feature_index("status_1")
-    # either shelf may be carried first
-    assert np.any((a.states[:, s0] == PICKED) & (a.states[:, s1] == WAITING))
-    assert np.any((a.states[:, s0] == WAITING) & (a.states[:, s1] == PICKED))
-    # never two shelves at once
-    assert not np.any(np.isin(a.states[:, s0], (PICKED, PROCESSED)) & np.isin(a.states[:, s1], (PICKED, PROCESSED)))
-    # the listed order does not constrain the robot
+    small, big = shelves_of(world, "small", "big")
+    a = build_mdp(domain.make_problem(world, Task("r", start, "process", (small, big))))
+    b = build_mdp(domain.make_problem(world, Task("r", start, "process", (big, small))))
+    # both orders are feasible: carrying big with nothing done, and carrying small with nothing done
+    assert carrying_with_nothing_done(a, BIG) and carrying_with_nothing_done(a, SMALL)
+    # never two shelves at once: at most one carried size, and nothing carried once both are done
+    shelf, d0, d1 = (a.feature_index(n) for n in ("shelf", "done_0", "done_1"))
+    assert not np.any((a.states[:, d0] == 1) & (a.states[:, d1] == 1) & (a.states[:, shelf] > 0))
+    # the listed order does not constrain a robot with shelves of both sizes
     va, vb = value_iteration(a).values[a.start], value_iteration(b).values[b.start]
     assert va == pytest.approx(vb, abs=1e-7)
+
+
+def test_shelves_of_one_size_are_taken_in_task_order():
+    world = load_map(MAP_DIR / "warehouse-1.map")
+    domain = get_domain("warehouse")
+    first, second = shelves_of(world, "small", "small")
+    mdp = build_mdp(domain.make_problem(world, Task("r", world.starts[0], "process", (first, second))))
+    d0, d1 = mdp.feature_index("done_0"), mdp.feature_index("done_1")
+    assert np.any((mdp.states[:, d0] == 1) & (mdp.states[:, d1] == 0))
+    assert not np.any((mdp.states[:, d0] == 0) & (mdp.states[:, d1] == 1)), "the second small shelf went first"
+    assert not carrying_with_nothing_done(mdp, BIG)
+    # so the listed order is part of the task: reversed, the other shelf goes first
+    rev = build_mdp(domain.make_problem(world, Task("r", world.starts[0], "process", (second, first))))
+    assert not np.any((rev.states[:, d0] == 0) & (rev.states[:, d1] == 1))
+
+
+def other_size_variants(mdp):
+    """(carrying states, their rows with the other size) of an MDP."""
+    shelf = mdp.feature_index("shelf")
+    carrying = np.flatnonzero(mdp.states[:, shelf] > 0)
+    variants = mdp.states[carrying].copy()
+    variants[:, shelf] = np.where(variants[:, shelf] == SMALL, BIG, SMALL)
+    return carrying, variants
+
+
+@pytest.mark.parametrize("path", MAPS, ids=lambda p: p.stem)
+def test_the_other_shelf_size_is_a_valid_counterfactual(path):
+    world = load_map(path)
+    plans = plan_fleet(generate_scenario(world, len(world.robots) + 4, seed=2), backend="serial")
+    for plan in plans[len(world.robots):]:  # the generated robots
+        mdp = plan.mdp
+        size_of = sizes_of(world, plan.task)
+        assert sorted(set(size_of)) == [SMALL, BIG], "generated robots get both sizes"
+        carrying, variants = other_size_variants(mdp)
+        reachable = mdp.index_of(variants) >= 0
+        assert reachable.sum() > 0
+        # the variant exists exactly when a shelf of the other size is still to do
+        done_cols = [mdp.feature_index(f"done_{k}") for k in range(len(size_of))]
+        done = mdp.states[carrying][:, done_cols]
+        other = variants[:, mdp.feature_index("shelf")]
+        other_open = np.any((done == 0) & (np.array(size_of)[None, :] == other[:, None]), axis=1)
+        np.testing.assert_array_equal(reachable, other_open)
+        assert np.all(reachable[np.all(done == 0, axis=1)]), "all of them while both sizes are still to do"
+        # the metareasoner's table agrees: valid counterfactual values exist in carrying states
+        table = valid_value_table(plan, "shelf", 3)
+        assert table.shape == (mdp.n_states, 3) and table[np.arange(mdp.n_states), mdp.states[:, 2]].all()
+        np.testing.assert_array_equal(table[carrying, other], reachable)
+        assert table[carrying, other].any()
+
+
+def test_one_size_only_has_no_other_size_counterfactual():
+    world = load_map(MAP_DIR / "warehouse-1.map")
+    plan = plan_fleet(generate_scenario(world, 2, seed=0), backend="serial")[1]  # w2: two big shelves
+    assert sizes_of(world, plan.task) == [BIG, BIG]
+    carrying, variants = other_size_variants(plan.mdp)
+    assert len(carrying) > 0 and not np.any(plan.mdp.index_of(variants) >= 0)
+    assert not valid_value_table(plan, "shelf", 3)[carrying, SMALL].any()
+
+
+def test_recon_uses_the_other_size():
+    # RECON is no longer an even split in the warehouse: robots that could have carried the other
+    # size are blamed by what that would have saved
+    world = load_map(MAP_DIR / "warehouse-2.map")
+    plans = plan_fleet(generate_scenario(world, 10, seed=0), backend="serial")
+    domain = get_domain("warehouse")
+    penalty = NSEPenalty.from_world(world, domain.dynamic_feature)
+    models = [robot_model(p, "corridor", "shelf", p.policy) for p in plans]
+    _, visits = monte_carlo_monitor(penalty, models, world.horizon, episodes=20, seed=0)
+    states = visits.states.reshape(-1, len(plans))
+    zone, value = visits.zone.reshape(states.shape), visits.value.reshape(states.shape)
+    tables = [valid_value_table(p, "shelf", 3) for p in plans]
+    valid = np.stack([tables[i][states[:, i]] for i in range(len(plans))], axis=1)  # (B, n, V)
+    total, savings, participants = CounterfactualBlame().savings(penalty, zone, value, valid)
+    blame = CounterfactualBlame().blame(penalty, zone, value, valid)
+    nse = total > 0
+    assert nse.any()
+    other = np.take_along_axis(valid, np.where(value == SMALL, BIG, SMALL)[:, :, None], axis=2)[:, :, 0]
+    assert (other & participants)[nse].any(), "some blamed robots could have carried the other size"
+    assert np.all(savings[~other] == 0), "no valid counterfactual, nothing saved"
+    even = np.where(participants, total[:, None] / np.maximum(participants.sum(axis=1), 1)[:, None], 0.0)
+    differs = np.abs(blame - even).max(axis=1) > 1e-6 * np.maximum(total, 1e-12)
+    assert differs[nse].any() and not differs[~nse].any()
+    np.testing.assert_allclose(blame.sum(axis=1), total, rtol=1e-9)
+    # where the split is uneven, those who could have saved more are blamed more
+    for b in np.flatnonzero(differs)[:50]:
+        i, j = np.argmax(savings[b]), np.argmin(np.where(participants[b], savings[b], np.inf))
+        assert blame[b, i] > blame[b, j]
+
+
+def test_generated_robots_get_both_sizes():
+    world = load_map(MAP_DIR / "warehouse-2.map")
+    for per_robot in (2, 3):
+        w = dataclasses.replace(world, params={**world.params, "items_per_robot": per_robot})
+        scenario = generate_scenario(w, 40, seed=7)
+        for task in scenario.tasks:
+            labels = [w.items[i].label for i in task.items]
+            assert len(labels) == per_robot == len(set(task.items)) and {"small", "big"} <= set(labels)
+            assert list(task.items) == sorted(task.items)
+        # deterministic per seed, and the seed matters
+        assert generate_scenario(w, 40, seed=7).tasks == scenario.tasks
+        assert generate_scenario(w, 40, seed=8).tasks != scenario.tasks
+    # one shelf per robot: any shelf, both sizes among the fleet
+    one = dataclasses.replace(world, params={**world.params, "items_per_robot": 1})
+    tasks = generate_scenario(one, 40, seed=7).tasks
+    assert all(len(t.items) == 1 for t in tasks)
+    assert {one.items[t.items[0]].label for t in tasks} == {"small", "big"}
+
+
+def test_a_map_with_one_size_still_generates_robots():
+    text = GOOD.replace("#..S..#", "#..s..#").replace("items_per_robot = 1", "items_per_robot = 2")
+    world = load_map_text(text, "small-only.map")
+    tasks = generate_scenario(world, 5, seed=0).tasks[1:]
+    assert all(sorted(t.items) == [0, 1] for t in tasks)
 
 
 def test_batch_transitions_equal_one_state_at_a_time():
@@ -209,42 +363,58 @@ def test_batch_transitions_equal_one_state_at_a_time():
 
 def test_actions_that_do_not_apply_change_nothing():
     world = load_map(MAP_DIR / "warehouse-1.map")
-    problem = get_domain("warehouse").make_problem(world, Task("r", world.starts[0], "process", (0, 1)))
+    # shelves 0 and 3 are small, 1 is big: two of one size and one of the other
+    assert [world.items[i].label for i in (0, 3, 1)] == ["small", "small", "big"]
+    problem = get_domain("warehouse").make_problem(world, Task("r", world.starts[0], "process", (0, 3, 1)))
     c = columns(problem)
-    home0, home1 = world.items[0].cell, world.items[1].cell
+    home0, home3, home1 = (world.items[i].cell for i in (0, 3, 1))
     counter = world.extras["counters"][0]
 
-    def state(cell, shelf, s0, s1):
+    def state(cell, shelf, trip, done):
         row = np.zeros(len(problem.features), np.int64)
-        row[c["x"]], row[c["y"]], row[c["shelf"]] = cell[0], cell[1], shelf
-        row[c["status"][0]], row[c["status"][1]] = s0, s1
+        row[c["x"]], row[c["y"]], row[c["shelf"]], row[c["trip"]] = cell[0], cell[1], shelf, trip
+        row[c["done"]] = done
         row[c["corridor"]] = world.zone_layer[cell[1], cell[0]]
         return row
 
-    size0 = 1 + ("small", "big").index(world.items[0].label)
     cases = [
-        ("pick_up", state(home1, size0, PICKED, WAITING)),  # already carrying shelf 0
-        ("pick_up", state(counter, 0, WAITING, WAITING)),  # not at a shelf home
-        ("process", state(home0, size0, PICKED, WAITING)),  # not at a counter
-        ("process", state(counter, 0, RETURNED, WAITING)),  # carrying nothing
-        ("drop", state(home0, size0, PICKED, WAITING)),  # not processed yet
-        ("drop", state(home1, size0, PROCESSED, WAITING)),  # another shelf's home
-        ("wait", state(home0, 0, WAITING, WAITING)),
+        ("pick_up", state(home1, SMALL, TO_COUNTER, (0, 0, 0))),  # already carrying a shelf
+        ("pick_up", state(counter, 0, EMPTY, (0, 0, 0))),  # not at a shelf home
+        ("pick_up", state(home3, 0, EMPTY, (0, 0, 0))),  # small shelf 0 comes before small shelf 3
+        ("pick_up", state(home1, 0, EMPTY, (0, 0, 1))),  # shelf 1 is done
+        ("process", state(home0, SMALL, TO_COUNTER, (0, 0, 0))),  # not at a counter
+        ("process", state(counter, 0, EMPTY, (1, 0, 0))),  # carrying nothing
+        ("process", state(counter, BIG, RETURNING, (0, 0, 0))),  # processed already
+        ("drop", state(home0, SMALL, TO_COUNTER, (0, 0, 0))),  # not processed yet
+        ("drop", state(home3, SMALL, RETURNING, (0, 0, 0))),  # the carried small shelf is 0, not 3
+        ("drop", state(home1, SMALL, RETURNING, (0, 0, 0))),  # another shelf's home
+        ("drop", state(home0, 0, EMPTY, (0, 0, 0))),  # carrying nothing
+        ("wait", state(home0, 0, EMPTY, (0, 0, 0))),
     ]
     rows = np.stack([row for _, row in cases])
     for i, (name, row) in enumerate(cases):
         (nxt, p), = problem.transition_outcomes(rows, problem.actions.index(name))
-        np.testing.assert_array_equal(nxt[i], row, err_msg=name)
+        np.testing.assert_array_equal(nxt[i], row, err_msg=f"case {i}: {name}")
         assert p[i] == 1.0
     # and the ones that apply do what they should, all in one batch
-    good = np.stack([state(home0, 0, WAITING, WAITING), state(counter, size0, PICKED, WAITING),
-                     state(home0, size0, PROCESSED, WAITING)])
-    for i, (name, shelf, s0) in enumerate([("pick_up", size0, PICKED), ("process", size0, PROCESSED),
-                                           ("drop", 0, RETURNED)]):
-        (nxt, _), = problem.transition_outcomes(good, problem.actions.index(name))
-        assert nxt[i, c["shelf"]] == shelf and nxt[i, c["status"][0]] == s0, name
-    assert problem.is_terminal(np.stack([state(home0, 0, RETURNED, RETURNED)]))[0]
-    assert not problem.is_terminal(np.stack([state(home0, 0, RETURNED, PROCESSED)]))[0]
+    good = [
+        ("pick_up", state(home0, 0, EMPTY, (0, 0, 0)), (SMALL, TO_COUNTER, (0, 0, 0))),
+        ("pick_up", state(home1, 0, EMPTY, (0, 0, 0)), (BIG, TO_COUNTER, (0, 0, 0))),  # either size first
+        ("pick_up", state(home3, 0, EMPTY, (1, 0, 0)), (SMALL, TO_COUNTER, (1, 0, 0))),  # shelf 0 done: 3 is next
+        ("process", state(counter, BIG, TO_COUNTER, (1, 0, 0)), (BIG, RETURNING, (1, 0, 0))),
+        ("drop", state(home0, SMALL, RETURNING, (0, 0, 1)), (0, EMPTY, (1, 0, 1))),
+        ("drop", state(home3, SMALL, RETURNING, (1, 0, 0)), (0, EMPTY, (1, 1, 0))),
+        ("drop", state(home1, BIG, RETURNING, (1, 1, 0)), (0, EMPTY, (1, 1, 1))),
+    ]
+    rows = np.stack([row for _, row, _ in good])
+    for i, (name, row, (shelf, trip, done)) in enumerate(good):
+        (nxt, _), = problem.transition_outcomes(rows, problem.actions.index(name))
+        expected = row.copy()
+        expected[c["shelf"]], expected[c["trip"]], expected[c["done"]] = shelf, trip, done
+        np.testing.assert_array_equal(nxt[i], expected, err_msg=f"case {i}: {name}")
+    assert problem.is_terminal(np.stack([state(home0, 0, EMPTY, (1, 1, 1))]))[0]
+    assert not problem.is_terminal(np.stack([state(home0, 0, EMPTY, (1, 0, 1)),
+                                             state(home0, BIG, RETURNING, (1, 1, 0))])).any()
 
 
 # ---------- corridor versus detour: closed-form task values ----------

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
-from ..db import Database
-from ..deps import get_db, get_principal
+from ..deps import get_principal
 from ..errors import COMMON
 from ..schemas import Health, Identity
 from ..security import Principal
@@ -16,15 +15,20 @@ router = APIRouter(tags=["meta"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
+def health_response(app) -> Response:
+    return Response(app.state.health, media_type="application/json")  # encoded once, at start-up
+
+
 @router.get("/api/v1/health", response_model=Health, summary="Is the service up")
-def health(db: Database = Depends(get_db)):
-    return Health(status="ok", version="1", database=db.engine.dialect.name)
+async def health(request: Request):
+    return health_response(request.app)
 
 
 @router.get("/api/v1/me", response_model=Identity, summary="Who the bearer token belongs to",
             responses={401: COMMON[401]})
-def me(principal: Principal = Depends(get_principal)):
-    return Identity(role=principal.role, scenario_id=principal.scenario_id, robot_id=principal.robot_id)
+async def me(principal: Principal = Depends(get_principal)):
+    return Identity(role=principal.role, name=principal.name, scenario_id=principal.scenario_id,
+                    robot_id=principal.robot_id)
 
 
 @router.get("/", include_in_schema=False)

@@ -7,6 +7,7 @@ from metareasoner.rules import RuleError, validate_rule
 from planner.domains import get_domain
 
 from .. import repository
+from ..cache import RULES_CHANGED, NotFound, lock_scenario, publish
 from ..db import Database
 from ..deps import get_db, get_operator
 from ..errors import COMMON, NOT_FOUND, rule_error_detail
@@ -40,10 +41,13 @@ def get_version(scenario_id: ScenarioId, version: VersionNumber, db: Database = 
              responses={**COMMON, **NOT_FOUND, 422: {"description": "A rule names an unknown zone, feature or value"}},
              summary="Replace the rules (a new version)")
 def post_version(scenario_id: ScenarioId, body: RuleSetIn, db: Database = Depends(get_db),
-                 _: Principal = Depends(get_operator)):
+                 principal: Principal = Depends(get_operator)):
     with db.transaction() as session:
+        # the scenario's lock first: concurrent edits take their turns (versions 2, 3, ...)
+        if not lock_scenario(session, scenario_id):
+            raise NotFound(f"no scenario {scenario_id}")
         scenario = repository.scenario(session, scenario_id)
-        world = world_of(scenario.map_text, scenario.map_name)
+        world = world_of(scenario.map_text, scenario.map_name, check_size=False)
         feature = get_domain(world.domain).dynamic_feature
         checked = []
         for index, rule in enumerate(body.rules):
@@ -57,4 +61,7 @@ def post_version(scenario_id: ScenarioId, body: RuleSetIn, db: Database = Depend
                              note=body.note)
         session.add(row)
         session.flush()
+        publish(session, RULES_CHANGED, scenario_id, row.version)
+        repository.record(session, scenario_id, "rules_edited", principal.actor, rule_version=row.version,
+                          previous_version=newest.version, note=body.note, rules=len(checked), min_count=row.min_count)
         return version_out(row)

@@ -40,6 +40,9 @@ class Domain(ABC):
     task_kinds: tuple[str, ...]
     #: domain-specific [map] parameters and their defaults
     extra_params: dict[str, Any] = {}
+    #: default and smallest (width, height) of generated maps; None: the domain has no generator
+    map_size: tuple[int, int] | None = None
+    min_map_size: tuple[int, int] = (3, 3)
 
     @abstractmethod
     def read_fixtures(self, world: World) -> None:
@@ -61,8 +64,12 @@ class Domain(ABC):
     def targets(self, world: World, task: Task) -> list[tuple[Cell, str]]:
         """Cells the task must reach (with what they are), for the reachability check."""
 
+    def random_map(self, rng: np.random.Generator, width: int, height: int, starts: int, name: str) -> str:
+        """A random map text of this domain (`planner.generate` checks and retries it)."""
+        raise NotImplementedError(f"domain {self.name!r} has no map generator")
+
     def generalisation_features(self, states: np.ndarray, problem: RobotProblem) -> np.ndarray:
-        """phi(s_i) of MATH.md section 6: (dynamic value, in an NSE zone) per state."""
+        """phi(s_i) of docs/FORMULATION.md section 6: (dynamic value, in an NSE zone) per state."""
         dyn = states[:, problem.feature_index(self.dynamic_feature.name)]
         zone = states[:, problem.feature_index(self.static_feature)]
         return np.stack([dyn, (zone > 0).astype(np.int64)], axis=1)

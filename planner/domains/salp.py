@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from ..problem import Feature, RobotProblem
 from ..world import Cell, Item, MapError, Task, Token, World
@@ -116,4 +117,48 @@ class SalpDomain(Domain):
 
     def make_problem(self, world: World, task: Task) -> SalpProblem:
         return SalpProblem(world, task)
+
+    map_size = (12, 8)
+    min_map_size = (8, 6)
+
+    def random_map(self, rng: np.random.Generator, width: int, height: int, starts: int, name: str) -> str:
+        """Coral patches (blocked; the water within one cell of patch k is NSE zone reef-k), a few
+        rocks, a lab, sample sites of both types and start cells, the water all connected."""
+        from ..generate import MapSketch
+
+        sketch = MapSketch(self.name, width, height, floor=".", border="#", walkable=self.walkable)
+        inner = (width - 2) * (height - 2)
+        coral = np.zeros((height, width), bool)
+        patches: list[np.ndarray] = []
+        for _ in range(60):
+            if len(patches) >= min(6, 1 + inner // 40):
+                break
+            pw, ph = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+            if pw * ph < 2:
+                continue
+            x0, y0 = int(rng.integers(2, max(3, width - 1 - pw))), int(rng.integers(2, max(3, height - 1 - ph)))
+            patch = np.zeros_like(coral)
+            patch[y0:y0 + ph, x0:x0 + pw] = True
+            # patches keep a ring of water between them, so that each has its own zone
+            if (patch & ~sketch.free()).any() or (ndimage.binary_dilation(patch, np.ones((3, 3))) & coral).any():
+                continue
+            if sketch.block(sketch.cells(patch), "C"):
+                coral |= patch
+                patches.append(patch)
+        for _ in range(inner // 20):
+            free = sketch.cells(sketch.free() & ~ndimage.binary_dilation(coral, np.ones((3, 3))))
+            if free:
+                sketch.block([free[int(rng.integers(len(free)))]], "#")
+        sketch.place(rng, "L", 1)
+        n_sites = int(np.clip(inner // 10, 3, 10))
+        sketch.place(rng, "a", (n_sites + 1) // 2)
+        sketch.place(rng, "b", n_sites // 2)
+        sketch.place_starts(rng, starts)
+        water = np.isin(sketch.grid, list(self.walkable))
+        for k, patch in enumerate(patches, start=1):
+            ring = ndimage.binary_dilation(patch, np.ones((3, 3))) & water & (sketch.zone_layer == ".")
+            sketch.add_zone(str(k), f"reef-{k}", ring)
+        sketch.rules = [("*", "sample", "A", 2.0, 1.0), ("*", "sample", "B", 1.0, 0.5)]
+        sketch.params = {"slip": 0.1, "discount": 0.99, "items_per_robot": 2}
+        return sketch.text(name)
 

@@ -1,16 +1,27 @@
 """Warehouse: robots bring shelves to a processing counter through narrow corridors.
 
-State (x, y, shelf, status_0 .. status_{n-1}, corridor):
+State (x, y, shelf, trip, done_0 .. done_{n-1}, corridor):
   x, y        local      position
   shelf       dynamic    size of the shelf carried: none, small, big (none is the null value)
-  status_k    local      assigned shelf k: waiting, picked, processed, returned
+  trip        local      empty, to_counter, returning (empty exactly when shelf is none)
+  done_k      local      assigned shelf k has been processed and put back home (0 or 1)
   corridor    static     NSE zone at (x, y): the narrow corridor the robot is in, or none
 For each assigned shelf the robot goes to its home, picks it up (only when carrying
 nothing), brings it to a counter 'K', processes it there (it stays on the robot), brings
-it back home and drops it. One shelf is carried at a time and the robot chooses the order
-of its shelves. The task is done when every assigned shelf is returned (the implied "done"
-flag: terminal states). The shelf feature is always the size of the one shelf whose status
-is picked or processed, or none.
+it back home and drops it. One shelf is carried at a time.
+
+No feature says *which* shelf is carried: the assigned shelves of one size are taken in
+the order the task lists them, so the carried shelf is the first assigned shelf of the
+carried size that is not done. Between sizes the robot chooses freely: with a small and a
+big shelf it may take either first. Hence "the same robot, at the same place and stage of
+its trip, carrying the other size" is a state it could have been in (a valid RECON
+counterfactual, docs/FORMULATION.md section 5) whenever it still has a shelf of each size to do.
+  pick_up  at the home of shelf k, carrying nothing, k not done and k the first not-done
+           assigned shelf of its size: shelf = its size, trip = to_counter
+  process  at a counter while to_counter: trip = returning
+  drop     at the home of the carried shelf while returning: done_k = 1, shelf none, trip empty
+Actions that do not apply change nothing. The task is done (terminal) when every done bit
+is set.
 """
 from __future__ import annotations
 
@@ -23,10 +34,11 @@ from ..world import Cell, Item, MapError, Task, Token, World
 from .base import MOVE_NAMES, Domain, move_outcomes, parse_item_cells
 
 SHELF_SIZES = ("small", "big")
-STATUSES = ("waiting", "picked", "processed", "returned")
-WAITING, PICKED, PROCESSED, RETURNED = range(len(STATUSES))
-#: first status column; x, y, shelf come before it
-STATUS0 = 3
+TRIPS = ("empty", "to_counter", "returning")
+EMPTY, TO_COUNTER, RETURNING = range(len(TRIPS))
+SHELF, TRIP = 2, 3  # columns; x, y come first
+#: first done column
+DONE0 = 4
 
 
 class WarehouseProblem(RobotProblem):
@@ -44,23 +56,39 @@ class WarehouseProblem(RobotProblem):
         self.counter = np.zeros(world.grid.shape, bool)
         for x, y in world.extras["counters"]:
             self.counter[y, x] = True
-        self.status_cols = slice(STATUS0, STATUS0 + self.n_items)
-        self.corridor_col = STATUS0 + self.n_items
+        self.done_cols = slice(DONE0, DONE0 + self.n_items)
+        self.corridor_col = DONE0 + self.n_items
         self.features = (
             Feature("x", "local", tuple(str(i) for i in range(world.width))),
             Feature("y", "local", tuple(str(i) for i in range(world.height))),
             WarehouseDomain.dynamic_feature,
-            *(Feature(f"status_{k}", "local", STATUSES) for k in range(self.n_items)),
+            Feature("trip", "local", TRIPS),
+            *(Feature(f"done_{k}", "local", ("0", "1")) for k in range(self.n_items)),
             Feature("corridor", "static_global", ("none",) + world.zone_names),
         )
 
     def start_state(self) -> np.ndarray:
         x, y = self.task.start
-        return np.array([x, y, 0] + [WAITING] * self.n_items + [self.world.zone_layer[y, x]])
+        return np.array([x, y, 0, EMPTY] + [0] * self.n_items + [self.world.zone_layer[y, x]])
+
+    def next_of_size(self, done: np.ndarray) -> np.ndarray:
+        """(B, n) bool: shelf k is the first not-done assigned shelf of its size (the one that
+        size's next pick-up takes, and the one carried while that size is carried)."""
+        first = np.zeros(done.shape, bool)
+        rows = np.arange(len(done))
+        for size in range(1, len(SHELF_SIZES) + 1):
+            open_ = (done == 0) & (self.item_size == size)
+            has = open_.any(axis=1)
+            first[rows[has], np.argmax(open_, axis=1)[has]] = True
+        return first
+
+    def carried(self, states: np.ndarray) -> np.ndarray:
+        """(B, n) bool: which assigned shelf each state carries (none when shelf is none)."""
+        return self.next_of_size(states[:, self.done_cols]) & (self.item_size == states[:, SHELF, None])
 
     def transition_outcomes(self, states: np.ndarray, action: int):
-        x, y, shelf = states[:, 0], states[:, 1], states[:, 2]
-        status = states[:, self.status_cols]  # (B, n)
+        x, y, shelf, trip = states[:, 0], states[:, 1], states[:, SHELF], states[:, TRIP]
+        done = states[:, self.done_cols]  # (B, n)
         name = self.actions[action]
         if name in MOVE_NAMES:
             out = []
@@ -71,29 +99,28 @@ class WarehouseProblem(RobotProblem):
                 out.append((nxt, np.full(len(states), p)))
             return out
         nxt = states.copy()
-        new_status = status.copy()
         at_home = (x[:, None] == self.item_x) & (y[:, None] == self.item_y)  # (B, n)
         if name == "pick_up":
-            here = at_home & (status == WAITING)
-            can = here.any(axis=1) & (shelf == 0)
-            k = np.argmax(here, axis=1)
-            rows = np.flatnonzero(can)
-            new_status[rows, k[rows]] = PICKED
-            nxt[rows, 2] = self.item_size[k[rows]]
+            # homes are distinct cells, so at most one shelf qualifies
+            here = at_home & self.next_of_size(done) & (shelf == 0)[:, None]
+            rows = np.flatnonzero(here.any(axis=1))
+            nxt[rows, SHELF] = self.item_size[np.argmax(here[rows], axis=1)]
+            nxt[rows, TRIP] = TO_COUNTER
         elif name == "process":
-            new_status[(status == PICKED) & self.counter[y, x][:, None]] = PROCESSED
+            nxt[(trip == TO_COUNTER) & self.counter[y, x], TRIP] = RETURNING
         elif name == "drop":
-            done = at_home & (status == PROCESSED)
-            new_status[done] = RETURNED
-            nxt[done.any(axis=1), 2] = 0
-        nxt[:, self.status_cols] = new_status
+            put_back = at_home & self.carried(states) & (trip == RETURNING)[:, None]
+            rows = put_back.any(axis=1)
+            nxt[:, self.done_cols] = done | put_back
+            nxt[rows, SHELF] = 0
+            nxt[rows, TRIP] = EMPTY
         return [(nxt, np.ones(len(states)))]
 
     def task_reward(self, states: np.ndarray, action: int) -> np.ndarray:
         return np.full(len(states), -1.0)  # every step costs time
 
     def is_terminal(self, states: np.ndarray) -> np.ndarray:
-        return np.all(states[:, self.status_cols] == RETURNED, axis=1)
+        return np.all(states[:, self.done_cols] == 1, axis=1)
 
 
 class WarehouseDomain(Domain):
@@ -122,8 +149,17 @@ class WarehouseDomain(Domain):
         return Task(robot_id.text, start, "process", items)
 
     def random_task(self, world: World, robot_id: str, start: Cell, rng: np.random.Generator) -> Task:
+        """`items_per_robot` shelves; with two or more and both sizes on the map, at least one
+        of each size, so that the robot has the choice of which size to carry first."""
         k = min(int(world.params["items_per_robot"]), len(world.items))
-        items = rng.choice(len(world.items), size=k, replace=False)
+        sizes = np.array([it.label for it in world.items])
+        small, big = np.flatnonzero(sizes == "small"), np.flatnonzero(sizes == "big")
+        if k < 2 or not len(small) or not len(big):
+            items = rng.choice(len(world.items), size=k, replace=False)
+        else:
+            pair = [int(rng.choice(small)), int(rng.choice(big))]
+            rest = np.setdiff1d(np.arange(len(world.items)), pair)
+            items = np.concatenate([pair, rng.choice(rest, size=k - 2, replace=False)])
         return Task(robot_id, start, "process", tuple(sorted(int(i) for i in items)))
 
     def targets(self, world: World, task: Task | None) -> list[tuple[Cell, str]]:
@@ -133,3 +169,46 @@ class WarehouseDomain(Domain):
 
     def make_problem(self, world: World, task: Task) -> WarehouseProblem:
         return WarehouseProblem(world, task)
+
+    map_size = (14, 10)
+    min_map_size = (9, 6)
+
+    def random_map(self, rng: np.random.Generator, width: int, height: int, starts: int, name: str) -> str:
+        """Shelf homes of both sizes on one side, processing counters on the other, a block of
+        racks between them crossed by narrow corridors (zone corridor-a, -b...: the short way)
+        and, below it (and sometimes above), an aisle without corridor (the detour)."""
+        from ..generate import MapSketch
+
+        sketch = MapSketch(self.name, width, height, floor=".", border="#", walkable=self.walkable)
+        # interior columns 1..width-2: homes (>= 3 wide), racks, counters (>= 2 wide)
+        rack_w = int(rng.integers(2, max(2, (width - 7) // 2) + 1))
+        left = int(rng.integers(3, width - 4 - rack_w + 1))
+        racks = slice(left + 1, left + 1 + rack_w)
+        top = 2 if height >= 8 and rng.random() < 0.5 else 1  # row 1 left open: a second detour
+        sketch.grid[top:height - 2, racks] = "#"
+        rows = [int(y) for y in rng.permutation(np.arange(top + 1, height - 3))]
+        corridors: list[int] = []
+        for y in rows:
+            if len(corridors) < int(rng.integers(1, 4)) and all(abs(y - c) >= 2 for c in corridors):
+                corridors.append(y)
+        for k, y in enumerate(sorted(corridors)):
+            sketch.grid[y, racks] = "="
+            zone = np.zeros(sketch.grid.shape, bool)
+            zone[y, racks] = True
+            sketch.add_zone("abcdefghijklmnopqrstuvwxyz"[k], f"corridor-{'abcdefghijklmnopqrstuvwxyz'[k]}", zone)
+        # homes on every other cell of every other column, so that aisles run between them
+        homes = [(x, y) for x in range(2, left + 1, 2) for y in range(2, height - 1, 2)]
+        n_homes = min(len(homes), int(rng.integers(4, 9)))
+        chosen = [homes[i] for i in rng.choice(len(homes), size=n_homes, replace=False)]
+        sizes = ["s", "S"] + [("s", "S")[int(b)] for b in rng.integers(0, 2, size=n_homes - 2)]
+        for (x, y), symbol in zip(chosen, sizes):
+            sketch.grid[y, x] = symbol
+        counter_side = np.zeros(sketch.grid.shape, bool)
+        counter_side[1:height - 1, left + 1 + rack_w:width - 1] = True
+        sketch.place(rng, "K", int(rng.integers(1, 3)), counter_side)
+        if rng.random() < 0.5:  # homes on the east side instead
+            sketch.grid, sketch.zone_layer = sketch.grid[:, ::-1].copy(), sketch.zone_layer[:, ::-1].copy()
+        sketch.place_starts(rng, starts)
+        sketch.rules = [("*", "shelf", "big", 3.0, 1.0), ("*", "shelf", "small", 1.0, 1.0)]
+        sketch.params = {"slip": 0.1, "discount": 0.99, "items_per_robot": 2}
+        return sketch.text(name)

@@ -1,0 +1,266 @@
+"""A robot's task budget, and planning within it (docs/FORMULATION.md section 2, "the task budget").
+
+An operator grants each robot a budget on its *own* task, measured from its start:
+`V1*(s0) - V1^pi(s0) <= b`. By default `b` is 10 % of the robot's optimal expected task cost
+`|V1*(s0)|`; an absolute value in task-value units is possible too. Two planners keep it:
+
+* `budgeted_lvi`: lexicographic value iteration whose per-state slack is chosen per robot, the
+  largest tried LVI slack whose policy finishes and meets the budget at the start (Wray et al.'s
+  per-state slack `(1 - gamma) * delta` is conservative: `delta = b` always meets the budget, a
+  larger one often does too). The LVI action sets are nested in `delta`, so the largest feasible
+  `delta` found is also the one with the best secondary objective.
+* `budgeted_scalarisation`: one objective `task - weight * cost`, the weight bisected down until
+  the budget holds (the considerate-reward baseline).
+
+`constrained_optimum` is the exact reference: the occupancy-measure linear programme (HiGHS)
+that minimises the robot's expected discounted cost subject to the budget. Every policy of the two
+planners is feasible for it, so neither is ever below it.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import linprog
+
+from .mdp import TabularMDP
+from .solvers import (
+    DEFAULT_TOLERANCE,
+    ValueResult,
+    evaluate_from_start,
+    lexicographic_value_iteration,
+    policy_evaluation,
+    value_iteration,
+)
+
+#: regret measured by policy evaluation may exceed the budget by this much (task-value units):
+#: with slack 0, LVI keeps actions tied within 1e-9 per state, about 1e-7 from the start
+REGRET_TOLERANCE = 1e-6
+DEFAULT_BUDGET = "10%"
+
+
+@dataclass(frozen=True)
+class TaskBudget:
+    """`fraction` of the robot's optimal task cost |V1*(s0)|, or `absolute` task-value units."""
+
+    fraction: float | None = 0.10
+    absolute: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fraction is None) == (self.absolute is None):
+            raise ValueError("a task budget is either a fraction of the task cost or an absolute value, not both")
+        x = self.fraction if self.fraction is not None else self.absolute
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+            raise ValueError(f"a task budget must be a finite number >= 0, got {x!r}")
+
+    @classmethod
+    def parse(cls, spec: "str | float | int | TaskBudget") -> "TaskBudget":
+        """'10%' -> 10 % of the task cost; '3' or 3 -> 3 task-value units."""
+        if isinstance(spec, TaskBudget):
+            return spec
+        if isinstance(spec, bool):
+            raise ValueError(f"a task budget is a number or a percentage such as '10%', got {spec!r}")
+        if isinstance(spec, (int, float)):
+            return cls(fraction=None, absolute=float(spec))
+        if not isinstance(spec, str):
+            raise ValueError(f"a task budget is a number or a percentage such as '10%', got {spec!r}")
+        text = spec.strip()
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*%", text)
+        if match:
+            return cls(fraction=float(match.group(1)) / 100.0)
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"a task budget is a number or a percentage such as '10%', got {spec!r}") from None
+        return cls(fraction=None, absolute=value)
+
+    def amount(self, task_value: float) -> float:
+        """The budget in task-value units for a robot whose optimal task value is `task_value`."""
+        if self.fraction is not None:
+            return self.fraction * abs(float(task_value))
+        return float(self.absolute)
+
+    def __str__(self) -> str:
+        if self.fraction is not None:
+            return f"{100 * self.fraction:g}%"
+        return f"{self.absolute:g}"
+
+
+@dataclass
+class BudgetedPolicy:
+    policy: np.ndarray  # (S,)
+    regret: float  # V1*(s0) - V1^pi(s0), >= 0 up to rounding
+    budget: float  # the budget it meets, task-value units
+    setting: float  # LVI slack delta (budgeted_lvi) or cost weight (budgeted_scalarisation) used
+    solves: int  # how many policies were computed to find it
+
+
+def start_regret(mdp: TabularMDP, task: ValueResult, policy: np.ndarray) -> float:
+    """V1*(s0) - V1^pi(s0) by exact policy evaluation (clipped at 0: rounding)."""
+    value = evaluate_from_start(mdp, policy)
+    if value is None:  # not sure to finish: evaluated on every state
+        value = policy_evaluation(mdp, policy)[mdp.start]
+    return max(0.0, float(task.values[mdp.start] - value))
+
+
+def _search(solve, feasible_at_zero: np.ndarray, low: float, high: float, steps: int):
+    """The largest setting in [0, high] whose policy `solve` accepts, by bisection.
+
+    `solve(x) -> (policy, ok)`. Tries `high`, then `low` (a setting expected to be feasible),
+    then bisects between the largest feasible and the smallest infeasible setting tried:
+    geometrically when the interval spans orders of magnitude, and by quarters down from an
+    infeasible setting while nothing above 0 is known to be feasible. Setting 0 (the
+    policy `feasible_at_zero`) is the fallback. Returns ((setting, policy), solves).
+    """
+    tried = 0
+    best = (0.0, feasible_at_zero)
+    for x in dict.fromkeys((high, low)):  # high first; low once, if it differs
+        if x <= 0:
+            continue
+        policy, ok = solve(x)
+        tried += 1
+        if ok:
+            best = (x, policy)
+            break
+        high = x
+    lo, hi = best[0], high
+    if lo >= hi:
+        return best, tried
+    for _ in range(steps):
+        if lo == 0:
+            mid = hi / 4
+        elif hi / lo > 4:
+            mid = math.sqrt(lo * hi)
+        else:
+            mid = (lo + hi) / 2
+        policy, ok = solve(mid)
+        tried += 1
+        if ok:
+            best, lo = (mid, policy), mid
+        else:
+            hi = mid
+    return best, tried
+
+
+def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, task: ValueResult | None = None,
+                 tolerance: float = DEFAULT_TOLERANCE, bisection_steps: int = 6,
+                 relative_step_cost: float = 0.01) -> BudgetedPolicy:
+    """LVI with the per-robot slack chosen so that the start-state regret meets `budget`.
+
+    The secondary objective (`secondary_reward`, minus the local penalty) is solved as a
+    stochastic shortest path with a step cost of `relative_step_cost` times the largest penalty,
+    so that a robot avoids NSEs by detours, never by stalling forever; a policy is feasible when
+    it finishes surely from the start and its regret is within the budget.
+    """
+    if not (math.isfinite(budget) and budget >= 0):
+        raise ValueError(f"budget must be a finite number >= 0, got {budget}")
+    task = task if task is not None else value_iteration(mdp, tolerance=tolerance)
+    scale = float(np.max(np.abs(secondary_reward), initial=0.0))
+    if scale == 0.0:  # nothing to avoid: the task-optimal policy
+        return BudgetedPolicy(task.policy.copy(), 0.0, budget, 0.0, 0)
+    step_cost = relative_step_cost * scale
+    regrets: dict[int, float] = {}
+
+    def solve(delta: float):
+        result = lexicographic_value_iteration(mdp, secondary_reward, delta, task_result=task, tolerance=tolerance,
+                                               step_cost=step_cost)
+        policy = result.policy
+        value = evaluate_from_start(mdp, policy)
+        if value is None:  # does not finish surely from the start
+            return policy, False
+        regret = max(0.0, float(task.values[mdp.start] - value))
+        regrets[id(policy)] = regret
+        return policy, regret <= budget + REGRET_TOLERANCE
+
+    zero, _ = solve(0.0)
+    regrets.setdefault(id(zero), start_regret(mdp, task, zero))
+    # every action allowed once the per-state slack exceeds the largest Q gap
+    finite = np.isfinite(task.q_values)
+    gap = float(np.max((task.values[:, None] - task.q_values)[finite], initial=0.0))
+    high = (gap + 1.0) / (1.0 - mdp.discount)
+    (delta, policy), tried = _search(solve, zero, min(budget, high), high, bisection_steps)
+    regret = regrets.get(id(policy))
+    if regret is None:
+        regret = start_regret(mdp, task, policy)
+    return BudgetedPolicy(policy, regret, budget, delta, tried + 1)
+
+
+def budgeted_scalarisation(mdp: TabularMDP, cost: np.ndarray, budget: float, weight: float,
+                           task: ValueResult | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                           bisection_steps: int = 8) -> BudgetedPolicy:
+    """argmax of `task reward / max|task reward| - w * cost` by value iteration, with the
+    largest `w <= weight` (bisected) whose policy finishes and meets `budget` at the start.
+
+    With a large `weight` this is the Lagrangian relaxation of the constrained optimum: the
+    regret of the scalarised optimum grows with w, and the largest feasible w gives the least
+    cost among the scalarised policies that keep the budget."""
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+    task = task if task is not None else value_iteration(mdp, tolerance=tolerance)
+    cost = np.asarray(cost, dtype=float)
+    if weight == 0 or not np.any(cost > 0):
+        return BudgetedPolicy(task.policy.copy(), 0.0, budget, 0.0, 0)
+    task_reward = mdp.rewards / max(float(np.abs(mdp.rewards).max()), 1e-12)
+    cost_sa = cost[:, None] if cost.ndim == 1 else cost
+
+    def solve(w: float):
+        policy = value_iteration(mdp, task_reward - w * cost_sa, tolerance=tolerance).policy
+        value = evaluate_from_start(mdp, policy)
+        ok = value is not None and max(0.0, float(task.values[mdp.start] - value)) <= budget + REGRET_TOLERANCE
+        return policy, ok
+
+    (w, policy), tried = _search(solve, task.policy.copy(), weight, weight, bisection_steps)
+    return BudgetedPolicy(policy, start_regret(mdp, task, policy), budget, w, tried)
+
+
+@dataclass
+class ConstrainedOptimum:
+    cost: float  # the least expected discounted cost from the start within the budget
+    occupancy: np.ndarray  # (S, A) discounted state-action occupancy x(s, a)
+    policy: np.ndarray  # (S, A) the stochastic policy x(s, a) / sum_a x(s, a) (uniform where unvisited)
+    task_value: float  # V1 of that policy from the start
+
+
+def discounted_cost(mdp: TabularMDP, policy: np.ndarray, cost: np.ndarray) -> float:
+    """E[sum_t gamma^t cost(s_t, a_t)] from the start under a deterministic policy."""
+    cost = np.asarray(cost, dtype=float)
+    return float(-policy_evaluation(mdp, policy, reward=-cost)[mdp.start])
+
+
+def constrained_optimum(mdp: TabularMDP, cost: np.ndarray, budget: float,
+                        task: ValueResult | None = None) -> ConstrainedOptimum:
+    """min_x sum x(s,a) cost(s,a)  s.t.  sum_a x(s',a) - gamma sum T(s'|s,a) x(s,a) = 1[s' = s0],
+    sum x(s,a) R1(s,a) >= V1*(s0) - budget,  x >= 0   (HiGHS; docs/FORMULATION.md section 2).
+
+    Terminal states keep their zero reward and zero cost (absorbing, as everywhere)."""
+    task = task if task is not None else value_iteration(mdp)
+    S, A = mdp.n_states, mdp.n_actions
+    cost = np.asarray(cost, dtype=float)
+    cost_sa = np.repeat(cost[:, None], A, axis=1) if cost.ndim == 1 else cost.copy()
+    reward = mdp.rewards.copy()
+    cost_sa[mdp.terminal] = 0.0
+    reward[mdp.terminal] = 0.0
+    # flow: for each s', sum_a x(s',a) - gamma * sum_{s,a} T(s'|s,a) x(s,a)
+    out_flow = sp.kron(sp.identity(S, format="csr"), np.ones((1, A)), format="csr")  # (S, S*A)
+    flow = (out_flow - mdp.discount * mdp.transitions.T).tocsr()
+    rhs = np.zeros(S)
+    rhs[mdp.start] = 1.0
+    floor = float(task.values[mdp.start]) - float(budget)
+    # HiGHS meets constraints to its feasibility tolerance: tighter than the default, so that the
+    # optimum's regret stays within REGRET_TOLERANCE of the budget, as every planner's does
+    result = linprog(cost_sa.ravel(), A_ub=-reward.reshape(1, -1), b_ub=[-floor], A_eq=flow, b_eq=rhs,
+                     bounds=(0, None), method="highs",
+                     options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
+    if result.status != 0:
+        raise RuntimeError(f"the constrained optimum's linear programme failed: {result.message}")
+    x = np.maximum(result.x.reshape(S, A), 0.0)
+    mass = x.sum(axis=1, keepdims=True)
+    policy = np.divide(x, mass, out=np.full_like(x, 1.0 / A), where=mass > 1e-15)
+    return ConstrainedOptimum(float(result.fun), x, policy, float((x * reward).sum()))
+
+
+__all__ = ["DEFAULT_BUDGET", "REGRET_TOLERANCE", "BudgetedPolicy", "ConstrainedOptimum", "TaskBudget",
+           "budgeted_lvi", "budgeted_scalarisation", "constrained_optimum", "discounted_cost", "start_regret"]

@@ -1,0 +1,138 @@
+"""The task budget (docs/FORMULATION.md 2): parsing, budgeted LVI, and the exact constrained reference."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from metareasoner.mitigation import Fleet
+from metareasoner.monitor import FleetCounts
+from metareasoner.strategies import BestResponse, RoundContext
+from planner.budget import (
+    REGRET_TOLERANCE,
+    TaskBudget,
+    budgeted_lvi,
+    budgeted_scalarisation,
+    constrained_optimum,
+    discounted_cost,
+    start_regret,
+)
+from planner.maps import load_map
+from planner.mdp import TabularMDP
+from planner.scenario import generate_scenario
+from planner.solvers import finishes_surely, policy_evaluation, value_iteration
+from conftest import MAPS
+
+
+@pytest.mark.parametrize("spec, fraction, absolute", [("10%", 0.10, None), (" 2.5 % ", 0.025, None), ("0%", 0.0, None),
+                                                      ("3", None, 3.0), (3, None, 3.0), ("1e-1", None, 0.1)])
+def test_budget_specs(spec, fraction, absolute):
+    budget = TaskBudget.parse(spec)
+    assert (budget.fraction, budget.absolute) == (fraction, absolute)
+    assert budget.amount(-40.0) == pytest.approx(0.1 * 40 * (fraction / 0.1) if fraction is not None else absolute)
+
+
+@pytest.mark.parametrize("spec", ["-1", "-5%", "ten", "10%%", "nan", "inf", True, None, [3]])
+def test_bad_budgets_say_what_is_expected(spec):
+    with pytest.raises(ValueError, match="budget"):
+        TaskBudget.parse(spec)
+
+
+@st.composite
+def random_mdps(draw):
+    """Small random MDPs with an absorbing goal reachable from everywhere (so policies can finish)."""
+    n = draw(st.integers(3, 7))
+    a = draw(st.integers(2, 3))
+    seed = draw(st.integers(0, 10_000))
+    rng = np.random.default_rng(seed)
+    mats = []
+    for _ in range(a):
+        m = rng.random((n, n)) * (rng.random((n, n)) < 0.5)
+        m[:, n - 1] += 0.05  # every action can reach the goal
+        mats.append(m / m.sum(axis=1, keepdims=True))
+    terminal = np.zeros(n, bool)
+    terminal[n - 1] = True
+    rewards = -rng.uniform(0.5, 2.0, (n, a))
+    mdp = TabularMDP.from_matrices(mats, rewards, 0.95, terminal=terminal)
+    penalty = rng.random(n) * (rng.random(n) < 0.6)
+    fraction = draw(st.sampled_from([0.0, 0.02, 0.1, 0.3, 1.0]))
+    return mdp, penalty, fraction
+
+
+@given(random_mdps())
+@settings(max_examples=40, deadline=None)
+def test_budgeted_lvi_meets_the_budget_and_never_beats_the_exact_optimum(case):
+    mdp, penalty, fraction = case
+    task = value_iteration(mdp, tolerance=1e-10)
+    budget = fraction * abs(task.values[mdp.start])
+    result = budgeted_lvi(mdp, -penalty, budget, task=task)
+    assert finishes_surely(mdp, result.policy)[mdp.start]
+    assert result.regret == pytest.approx(start_regret(mdp, task, result.policy))
+    assert result.regret <= budget + REGRET_TOLERANCE
+    reference = constrained_optimum(mdp, penalty, budget, task=task)
+    assert reference.task_value >= task.values[mdp.start] - budget - 1e-6
+    assert discounted_cost(mdp, result.policy, penalty) >= reference.cost - 1e-7
+    relaxed = budgeted_scalarisation(mdp, penalty, budget, 1e3, task=task)
+    assert relaxed.regret <= budget + REGRET_TOLERANCE
+    assert discounted_cost(mdp, relaxed.policy, penalty) >= reference.cost - 1e-7
+
+
+def test_constrained_optimum_against_brute_force():
+    """On a tiny MDP the LP is at most every budget-feasible deterministic policy (brute force),
+    and its stochastic policy has exactly the cost and task value the LP claims."""
+    rng = np.random.default_rng(7)
+    n, a = 5, 3
+    mats = []
+    for _ in range(a):
+        m = rng.random((n, n)) + 0.1 * np.eye(n)
+        m[:, n - 1] += 0.3
+        mats.append(m / m.sum(axis=1, keepdims=True))
+    terminal = np.zeros(n, bool)
+    terminal[-1] = True
+    mdp = TabularMDP.from_matrices(mats, -rng.uniform(0.5, 1.5, (n, a)), 0.9, terminal=terminal)
+    penalty = np.array([0.0, 2.0, 0.5, 1.0, 0.0])
+    task = value_iteration(mdp, tolerance=1e-12)
+    for fraction in (0.0, 0.05, 0.2, 1.0):
+        budget = fraction * abs(task.values[mdp.start])
+        ref = constrained_optimum(mdp, penalty, budget, task=task)
+        feasible = []
+        for policy in itertools.product(range(a), repeat=n):
+            policy = np.array(policy)
+            if start_regret(mdp, task, policy) <= budget + 1e-9:
+                feasible.append(discounted_cost(mdp, policy, penalty))
+        assert ref.cost <= min(feasible) + 1e-9
+        # evaluate the LP's stochastic policy independently: (I - gamma P_pi) V = r_pi
+        p_pi = sum(ref.policy[:, [k]] * mdp.action_matrix(k).toarray() for k in range(a))
+        c_pi = np.where(terminal, 0.0, penalty)
+        r_pi = np.where(terminal, 0.0, (ref.policy * mdp.rewards).sum(axis=1))
+        system = np.eye(n) - mdp.discount * p_pi
+        assert np.linalg.solve(system, c_pi)[mdp.start] == pytest.approx(ref.cost, abs=1e-7)
+        assert np.linalg.solve(system, r_pi)[mdp.start] >= task.values[mdp.start] - budget - 1e-7
+
+
+@pytest.fixture(scope="module")
+def salp_fleet():
+    return Fleet.plan(generate_scenario(load_map(MAPS / "salp" / "salp-1.map"), 10, seed=1), backend="serial")
+
+
+def test_one_robot_against_fixed_others_reference_is_monotone_and_lvi_never_below(salp_fleet):
+    fleet = salp_fleet
+    policies = [p.policy for p in fleet.plans]
+    counts = fleet.counts(policies)
+    context = RoundContext(fleet, policies, counts, None, 0, 0, 100)
+    i = int(np.argmax([counts.contribution(j) for j in range(len(policies))]))
+    plan = fleet.plans[i]
+    cost = BestResponse().propose(context).penalty(i)  # its exact marginal penalty, per state
+    assert cost.max() > 0
+    previous = np.inf
+    for fraction in (0.0, 0.02, 0.05, 0.10, 0.20, 0.50):
+        budget = fraction * abs(plan.task_value)
+        ref = constrained_optimum(plan.mdp, cost, budget, task=plan.task_solution)
+        assert ref.cost <= previous + 1e-9  # more budget never a higher expected penalty
+        previous = ref.cost
+        lvi = budgeted_lvi(plan.mdp, -cost, budget, task=plan.task_solution)
+        assert lvi.regret <= budget + REGRET_TOLERANCE
+        assert discounted_cost(plan.mdp, lvi.policy, cost) >= ref.cost - 1e-7
+        assert policy_evaluation(plan.mdp, lvi.policy)[plan.mdp.start] >= plan.task_value - budget - REGRET_TOLERANCE
