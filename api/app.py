@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              maintenance=Maintenance(database, feed, settings))
         broker = Broker(database, cache, interval=settings.events_interval, queue_size=settings.events_queue,
                         per_token=settings.events_per_token, send_timeout=settings.events_send_timeout,
+                        send_buffer=settings.events_send_buffer,
                         ping_interval=settings.events_ping)
         feed.subscribe(broker.on_change)
         broker.start()

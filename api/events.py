@@ -14,7 +14,10 @@ when it joins), then every event built after it, in order.
 
 **Bounds.** Each client has a queue of `queue_size` events. A client whose queue is full
 (it reads slower than events come), or whose socket has not taken an event within
-`send_timeout` seconds, is dropped: its connection is closed, nobody else waits for it. At
+`send_timeout` seconds, is dropped: its connection is closed, nobody else waits for it. A
+stream's socket gets a fixed kernel send buffer of `send_buffer` bytes, so a client that stops
+reading pins that much (not the several MB autotuning allows) and is found out after the same
+number of events on every machine. At
 most `per_token` streams per token and process (429 beyond).
 
 **Who sees what.** Operators: everything. Robot tokens: only their own scenario (403
@@ -27,6 +30,7 @@ import asyncio
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -132,10 +136,11 @@ class Broker:
     `on_change` (a change feed subscriber), `join` and `leave` (from the event loop)."""
 
     def __init__(self, database, cache, *, interval: float = 0.25, queue_size: int = 256, per_token: int = 20,
-                 send_timeout: float = 10.0, ping_interval: float = 15.0) -> None:
+                 send_timeout: float = 10.0, ping_interval: float = 15.0, send_buffer: int | None = 262144) -> None:
         self.database, self.cache = database, cache
         self.interval, self.queue_size, self.per_token = interval, queue_size, per_token
         self.send_timeout, self.ping_interval = send_timeout, ping_interval
+        self.send_buffer = send_buffer  # None: the kernel's autotuned buffer (up to tcp_wmem's maximum)
         self._inbox: queue.Queue = queue.Queue()
         self._channels: dict[int, Channel] = {}  # broker thread only
         self._guard = threading.Lock()
@@ -420,6 +425,7 @@ class EventStream(StreamingResponse):
 
     async def __call__(self, scope, receive, send) -> None:
         subscriber, broker = self.subscriber, self.broker
+        self._bound_send_buffer(scope.get("mase.socket"))
         watcher = asyncio.ensure_future(self._watch_disconnect(receive))
         finished = False
         try:
@@ -453,6 +459,14 @@ class EventStream(StreamingResponse):
                         await asyncio.sleep(0)
                 elif not finished:
                     INCOMPLETE.expect()  # uvicorn closes the connection and logs it: expected here
+
+    def _bound_send_buffer(self, sock) -> None:
+        if sock is None or self.broker.send_buffer is None:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.broker.send_buffer)
+        except OSError:  # pragma: no cover - a socket that refuses: keep the kernel's default
+            log.debug("could not set the send buffer of an event stream", exc_info=True)
 
     async def _watch_disconnect(self, receive) -> None:
         while True:

@@ -224,6 +224,7 @@ if HttpToolsProtocol is not None:
             # a way for a long response (an event stream) to drop a client that stopped reading
             # at once: closing would wait for the unread bytes to drain, which never happens
             self.scope["mase.abort"] = self.transport.abort
+            self.scope["mase.socket"] = self.transport.get_extra_info("socket")  # to bound its send buffer
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:

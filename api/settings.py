@@ -104,6 +104,7 @@ class Settings:
     events_per_token: int = 20  # event streams one token may hold open per worker process
     events_queue: int = 256  # events queued per stream; a client that falls further behind is dropped
     events_send_timeout: float = 10.0  # seconds a stream's connection has to take an event, or it is dropped
+    events_send_buffer: int = 262144  # bytes of kernel send buffer per stream: what a stalled client can pin
     events_interval: float = 0.25  # seconds between looks at the robots' reports of watched scenarios
     events_ping: float = 15.0  # seconds between keep-alive comments on an idle stream
     ticket_ttl: float = 30.0  # seconds an event-stream ticket stays valid (it is used once)
@@ -145,4 +146,5 @@ class Settings:
             events_per_token=_env_int("EVENTS_PER_TOKEN", base.events_per_token, minimum=1),
             events_queue=_env_int("EVENTS_QUEUE", base.events_queue, minimum=8),
             events_send_timeout=_env_seconds("EVENTS_SEND_TIMEOUT", base.events_send_timeout, minimum=0.1),
+            events_send_buffer=_env_int("EVENTS_SEND_BUFFER", base.events_send_buffer, minimum=4096),
         )

@@ -20,7 +20,9 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MASE_BACKEND", "ray")
     monkeypatch.setenv("MASE_RAY_ADDRESS", "head:6379")
     monkeypatch.setenv("MASE_LOAD_SHIPPED", "no")
+    monkeypatch.setenv("MASE_EVENTS_SEND_BUFFER", "65536")
     settings = Settings.from_env()
+    assert settings.events_send_buffer == 65536
     assert (settings.port, settings.run_workers, settings.tokens_file) == (8123, 3, Path(tmp_path / "tokens"))
     assert (settings.backend, settings.ray_address, settings.load_shipped) == ("ray", "head:6379", False)
 
@@ -32,6 +34,7 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
     ({"MASE_MAX_BODY_BYTES": "1e6"}, "MASE_MAX_BODY_BYTES must be an integer"),
     ({"MASE_BACKEND": "gpu"}, "MASE_BACKEND must be one of local, serial, ray, got 'gpu'"),
     ({"MASE_RAY_ADDRESS": "head:6379"}, "MASE_RAY_ADDRESS needs MASE_BACKEND=ray"),
+    ({"MASE_EVENTS_SEND_BUFFER": "1024"}, "MASE_EVENTS_SEND_BUFFER must be at least 4096"),
 ])
 def test_bad_settings_are_named(monkeypatch, variables, message):
     for name, value in variables.items():
