@@ -34,6 +34,8 @@ FFT_MIN_ROBOTS = 64
 FFT_RUNS_PER_ROBOT = 16
 #: FleetCounts' windows are this many counts wider than needed, so that swaps rarely move them
 WINDOW_MARGIN = 8
+REFRESH_EVERY = 256  # swaps between rebuilds of phi from log_phi (products drift by ulps per swap)
+DEEP_LOG = -650.0  # below this real log phi is within ~1e-282 of underflow: taken from exp(log_phi)
 
 
 @dataclass(eq=False)
@@ -266,6 +268,7 @@ class FleetCounts:
         self._marginals.clear()
         self._log_phi = np.zeros((T * C, len(j)), dtype=complex)  # row t * C + c
         self._phi = np.ones_like(self._log_phi)  # exp(log_phi), kept up to date row by row
+        self._swaps_since_refresh = 0
         if not self.p.size:
             return
         a, b = self._windows()
@@ -402,9 +405,34 @@ class FleetCounts:
                 self._build(self._points_needed())  # a window is now wider than L: more points
                 return
             self._place(moved, a[moved], b[moved])  # windows that drifted: re-centred
-            self._add_term(old, -1.0, old_behaviour)
-            self._add_term(p_new, 1.0, int(self.behaviours[i]))
+            self._exchange_term(old, old_behaviour, p_new, int(self.behaviours[i]))
         self._marginals.clear()
+
+    def _exchange_term(self, old: np.ndarray, old_behaviour: int, new: np.ndarray, new_behaviour: int) -> None:
+        """One robot's factor leaves the PGF and another joins: log_phi by adding the log terms,
+        phi by multiplying with 1 / the old factor and the new factor (a complex exp of every
+        touched (column, point) per swap was most of the acceptance step). Products keep a
+        relative error of a few ulp per swap; phi is rebuilt from log_phi every
+        `REFRESH_EVERY` swaps, and at once in rows that are or were near underflow (a product
+        of tiny values would lose digits there); only the old columns can rise, the new fall."""
+        old_cols, old_log, old_inverse = self._term(old, old_behaviour)
+        new_cols, new_log, _ = self._term(new, new_behaviour)
+        # rows that were deep hold exp(log_phi) rounded near underflow: dividing would not restore digits
+        was_deep = old_cols[(self._log_phi[old_cols].real < DEEP_LOG).any(axis=1)]
+        self._log_phi[old_cols] -= old_log
+        self._log_phi[new_cols] += new_log
+        self._phi[old_cols] *= old_inverse
+        q = new.reshape(-1)[new_cols][:, None]
+        self._phi[new_cols] *= (1.0 + q * self._cos_minus_1) + 1j * (q * self._sin)  # 1 - q + q w_j
+        self._swaps_since_refresh += 1
+        if self._swaps_since_refresh >= REFRESH_EVERY:
+            np.exp(self._log_phi, out=self._phi)
+            self._swaps_since_refresh = 0
+            return
+        deep = new_cols[(self._log_phi[new_cols].real < DEEP_LOG).any(axis=1)]
+        deep = np.union1d(deep, was_deep)
+        if len(deep):
+            self._phi[deep] = np.exp(self._log_phi[deep])
 
 
 def _exact_nse_rate(occ: np.ndarray, cells: np.ndarray, min_count: int,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from metareasoner.mitigation import Fleet
+from metareasoner import monitor
 from metareasoner.monitor import FleetCounts, _exact_nse_rate, cell_occupancy, poisson_binomial
 from metareasoner.penalty import NSEPenalty
 from planner.maps import load_map
@@ -85,3 +86,34 @@ def test_fleet_occupancy_per_behaviour_equals_each_robots_own():
     assert report.total_penalty == pytest.approx(robot_level.total(), abs=1e-9)
     assert report.nse_state_rate == pytest.approx(_exact_nse_rate(alone, counts.cells, fleet.scenario.world.min_count),
                                                   abs=1e-12)
+
+
+@pytest.mark.parametrize("refresh_every", [None, 10**6])  # the default, and the underflow guard alone
+def test_many_swaps_keep_the_counts_exact(monkeypatch, refresh_every):
+    """Swaps update the PGF by products (not a complex exp per swap); over 600 swaps (past two
+    rebuilds, with columns whose PGF nears underflow) J_N, a change and a leave-one-out marginal
+    stay those of counts built afresh from the same occupancies, and of the recursion."""
+    if refresh_every is not None:
+        monkeypatch.setattr(monitor, "REFRESH_EVERY", refresh_every)
+    rng = np.random.default_rng(11)
+    n = 300
+    occ, kind = _fleet_occupancy(rng, n, kinds=4)
+    occ[:, 1] = 0.0
+    occ[:, 1, 1, 1] = occ[:, 1, 1, 0] = 0.5  # every robot in cell (1, a) with probability 1/2 at t = 1
+    counts = FleetCounts(_penalty(), occ, keys=kind.tolist())
+    assert (counts._log_phi.real < -650).any()  # some columns are deep: the underflow guard is exercised
+    news = rng.dirichlet(np.full(9, 0.3), size=(5, occ.shape[1])).reshape(5, occ.shape[1], 3, 3)
+    for step in range(600):
+        i = int(rng.integers(n))
+        b = int(rng.integers(5))
+        counts.swap(i, counts.cell_probabilities(news[b]), key=("new", b))
+        if step % 150 == 149:
+            expected = _reference(counts.p, counts._table)
+            assert counts.expected() == pytest.approx(expected, abs=1e-9, rel=1e-9)
+    j = int(rng.integers(n))
+    assert counts.marginal(j) == pytest.approx(_reference(counts.p, counts._table, j, True), abs=1e-9, rel=1e-9)
+    p_new = counts.cell_probabilities(news[0])
+    predicted = counts.total() + counts.change(j, p_new)
+    counts.swap(j, p_new)
+    assert predicted == pytest.approx(_reference(counts.p, counts._table).sum(), abs=1e-9, rel=1e-9)
+    assert np.allclose(counts._phi, np.exp(counts._log_phi), rtol=1e-9, atol=1e-290)
