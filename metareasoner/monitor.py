@@ -34,6 +34,10 @@ FFT_MIN_ROBOTS = 64
 FFT_RUNS_PER_ROBOT = 16
 #: FleetCounts' windows are this many counts wider than needed, so that swaps rarely move them
 WINDOW_MARGIN = 8
+#: ... and each column's transform has the fewest points of the ladder BANK_POINTS, x BANK_GROWTH, ...
+#: (odd) that holds its window with a quarter to spare
+BANK_POINTS = 41
+BANK_GROWTH = 1.5
 REFRESH_EVERY = 256  # swaps between rebuilds of phi from log_phi (products drift by ulps per swap)
 DEEP_LOG = -650.0  # below this real log phi is within ~1e-282 of underflow: taken from exp(log_phi)
 
@@ -203,9 +207,14 @@ class FleetCounts:
         self._mean = self.p.sum(axis=0)  # (T, C) E[N]
         self._support = (self.p > 0).sum(axis=0).reshape(-1)  # robots that can be in each (t, c)
         self._var = (self.p * (1.0 - self.p)).sum(axis=0)  # Var N
-        self._build(self._points_needed())
+        self._build()
 
     # -- the transform -------------------------------------------------------------------------
+
+    @property
+    def L(self) -> int:
+        """The largest number of points of any column's transform."""
+        return max((bank.L for bank in self._banks), default=3)
 
     def _windows(self) -> tuple[np.ndarray, np.ndarray]:
         """(a, b) per flat (t, c) column: every count of probability > 1e-20 of N_c(t), and of
@@ -218,117 +227,186 @@ class FleetCounts:
         b = np.clip(np.ceil(mean + x).astype(np.int64), 0, n)
         return a, b
 
-    def _points_needed(self) -> int:
-        """An odd L at least as wide as every column's window (with room for swaps to drift),
-        at most about n + 2 (then the window is all of 0..n: exact)."""
+    def _points_for(self, width: np.ndarray) -> np.ndarray:
+        """The bank (odd number of points L) for columns whose windows are `width` counts wide:
+        the smallest of the ladder BANK_POINTS, BANK_POINTS * BANK_GROWTH, ... that holds the
+        window with room to drift, or every count (n + 2, made odd: exact) if that is fewer."""
         n = self.n_robots
-        if not self.p.size:
-            return 3
-        a, b = self._windows()
-        L = min(int((b - a).max()) + 1 + WINDOW_MARGIN, n + 2)
-        return L if L % 2 else L + 1
+        full = n + 2 if (n + 2) % 2 else n + 3
+        need = width + np.maximum(WINDOW_MARGIN, width // 4)
+        ladder = [BANK_POINTS]
+        while ladder[-1] < full:
+            nxt = int(ladder[-1] * BANK_GROWTH)
+            ladder.append(nxt if nxt % 2 else nxt + 1)
+        ladder = np.minimum(np.array(ladder), full)
+        return ladder[np.minimum(np.searchsorted(ladder, need), len(ladder) - 1)]
 
-    def _fits(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a >= self._lo) & (b <= self._lo + self.L - 1)
+    def _bank(self, L: int) -> int:
+        """The index of the bank with L points (made if missing)."""
+        for index, bank in enumerate(self._banks):
+            if bank.L == L:
+                return index
+        self._banks.append(_Bank(L))
+        return len(self._banks) - 1
 
     def _place(self, columns: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-        """Centre the window of `columns` (flat (t, c)) on [a, b] and transform g and its increment
-        there: F_c(j) = sum_{k = lo}^{lo + L - 1} f_c(k) w_j^-k. The PGF at L points gives the
-        count's pmf folded modulo L, exact on a window that holds all its mass."""
+        """Centre the windows of `columns` (flat (t, c); a, b per column) on [a, b] and transform g
+        and its increment there, in each column's bank: F_c(j) = sum_{k = lo}^{lo + L - 1} f_c(k) w_j^-k.
+        The PGF at L points gives the count's pmf folded modulo L, exact on a window that holds
+        all its mass."""
         if not len(columns):
             return
-        L, n = self.L, self.n_robots
-        lo = np.clip(a - (L - (b - a + 1)) // 2, 0, max(0, n + 1 - L))
-        self._lo[columns] = lo
-        C = len(self.cells)
-        k = lo[:, None] + np.arange(L)[None, :]  # (m, L) counts in each window
-        c = columns % C
-        inside = k <= n + 1
-        g = np.where(inside, self._table[c[:, None], np.minimum(k, n + 1)], 0.0)
-        inside_h = k <= n
-        h = np.where(inside_h, self._table[c[:, None], np.minimum(k + 1, n + 1)] - g, 0.0)
-        j = np.arange(L // 2 + 1)
-        shift = np.exp(-2j * np.pi * ((lo[:, None] * j[None, :]) % L) / L)  # w_j^-lo
-        self._g_hat[columns] = (g @ self._phase) * shift
-        self._h_hat[columns] = (h @ self._phase) * shift
+        n, C = self.n_robots, len(self.cells)
+        banks = self._bank_of[columns]
+        for index in np.unique(banks):
+            sel = banks == index
+            cols, bank = columns[sel], self._banks[index]
+            L = bank.L
+            lo = np.clip(a[sel] - (L - (b[sel] - a[sel] + 1)) // 2, 0, max(0, n + 1 - L))
+            self._lo[cols] = lo
+            k = lo[:, None] + np.arange(L)[None, :]  # (m, L) counts in each window
+            c = cols % C
+            g = np.where(k <= n + 1, self._table[c[:, None], np.minimum(k, n + 1)], 0.0)
+            h = np.where(k <= n, self._table[c[:, None], np.minimum(k + 1, n + 1)] - g, 0.0)
+            shift = np.exp(-2j * np.pi * ((lo[:, None] * bank.j[None, :]) % L) / L)  # w_j^-lo
+            rows = self._row_of[cols]
+            bank.g_hat[rows] = (g @ bank.phase) * shift
+            bank.h_hat[rows] = (h @ bank.phase) * shift
 
-    def _build(self, L: int) -> None:
-        self.L = L
-        j = np.arange(L // 2 + 1)
-        theta = 2 * np.pi * j / L
-        self._cos_minus_1 = np.cos(theta) - 1.0  # for Log(1 - p + p w) in real arithmetic
-        self._sin = np.sin(theta)
-        self._terms: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # behaviour -> (columns, its log term)
-        self._weight = np.where(j == 0, 1.0, 2.0) / L  # Hermitian symmetry of real sequences
-        self._phase = np.exp(-2j * np.pi * ((np.arange(L)[:, None] * j[None, :]) % L) / L)  # (L, J): w_j^-m
+    def _build(self) -> None:
+        """Every column in the bank its window needs, its PGF summed over the behaviours."""
         T, C = self.p.shape[1:]
-        self._lo = np.zeros(T * C, dtype=np.int64)
-        self._g_hat = np.zeros((T * C, len(j)), dtype=complex)  # per flat (t, c) column, its window
-        self._h_hat = np.zeros_like(self._g_hat)
+        self._banks: list[_Bank] = []
+        self._terms: dict[int, list] = {}  # behaviour -> [(bank, rows where p > 0, its log term there)]
         self._marginals.clear()
-        self._log_phi = np.zeros((T * C, len(j)), dtype=complex)  # row t * C + c
-        self._phi = np.ones_like(self._log_phi)  # exp(log_phi), kept up to date row by row
         self._swaps_since_refresh = 0
+        self._lo = np.zeros(T * C, dtype=np.int64)
+        self._bank_of = np.zeros(T * C, dtype=np.int64)
+        self._row_of = np.zeros(T * C, dtype=np.int64)
         if not self.p.size:
             return
         a, b = self._windows()
+        self._assign(np.arange(T * C), self._points_for(b - a + 1))
         self._place(np.arange(T * C), a, b)
         _, first, mult = np.unique(self.behaviours, return_index=True, return_counts=True)
         for i, m in zip(first, mult):  # one term per behaviour, times its robots
-            self._add_term(self.p[i], float(m), int(self.behaviours[i]), refresh=False)
-        np.exp(self._log_phi, out=self._phi)
+            for index, rows, term, _ in self._term(self.p[i], int(self.behaviours[i])):
+                self._banks[index].log_phi[rows] += float(m) * term
+        for bank in self._banks:
+            np.exp(bank.log_phi, out=bank.phi)
 
-    def _log_term(self, q: np.ndarray) -> np.ndarray:
-        """(k, J): Log(1 - q + q w_j) for probabilities q (k,), in real arithmetic (numpy's complex
-        log is about ten times slower): |z|^2 = 1 + 2 q (1 - q)(cos - 1), arg z = atan2(q sin, 1 + q (cos - 1))."""
-        q = q[:, None]
-        modulus = 0.5 * np.log1p(2.0 * (q * (1.0 - q)) * self._cos_minus_1)
-        return modulus + 1j * np.arctan2(q * self._sin, 1.0 + q * self._cos_minus_1)
+    def _assign(self, columns: np.ndarray, points: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Append `columns` to the banks of `points` points each (their rows start empty: log
+        PGF 0); (bank, columns) per bank touched."""
+        out = []
+        for L in np.unique(points):
+            cols = columns[points == L]
+            index = self._bank(int(L))
+            self._bank_of[cols] = index
+            self._row_of[cols] = self._banks[index].grow(cols)
+            out.append((index, cols))
+        return out
 
-    def _term(self, p: np.ndarray, behaviour: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(columns where p > 0, its log term there, 1 / its factor there): one robot's factor of
-        the PGF, cached per behaviour (a robot's p never changes without it getting a new behaviour)."""
+    def _regrow(self, columns: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+        """Columns whose windows outgrew their banks move to larger ones: their log PGF is summed
+        again there from every behaviour (their rows in the old banks are left unread)."""
+        self._terms.clear()  # cached terms hold the old rows
+        _, first, mult = np.unique(self.behaviours, return_index=True, return_counts=True)
+        flat_p = self.p.reshape(self.n_robots, -1)
+        for index, cols in self._assign(columns, self._points_for(b[columns] - a[columns] + 1)):
+            bank = self._banks[index]
+            rows = self._row_of[cols]
+            log_phi = np.zeros((len(cols), bank.J), dtype=complex)
+            q = flat_p[first][:, cols]  # (behaviours, k)
+            for start in range(0, len(first), 64):
+                block = q[start : start + 64]
+                log_phi += np.einsum("b,bkj->kj", mult[start : start + 64].astype(float),
+                                     bank.log_term(block.reshape(-1)).reshape(len(block), len(cols), -1))
+            bank.log_phi[rows] = log_phi
+            bank.phi[rows] = np.exp(log_phi)
+        self._place(columns, a[columns], b[columns])
+
+    def _term(self, p: np.ndarray, behaviour: int | None = None) -> list:
+        """[(bank, rows where p > 0, Log(1 - p + p w_j) there, 1 / (1 - p + p w_j) there)]: one robot's factor of the PGF,
+        cached per behaviour (a robot's p never changes without it getting a new behaviour)."""
         if behaviour is not None and behaviour in self._terms:
             return self._terms[behaviour]
         flat = p.reshape(-1)
         cols = np.flatnonzero(flat > 0)
-        log_term = self._log_term(flat[cols])
-        term = (cols, log_term, np.exp(-log_term))
+        banks = self._bank_of[cols]
+        term = []
+        for index in np.unique(banks):
+            sel = banks == index
+            bank = self._banks[index]
+            q = flat[cols[sel]]
+            term.append((int(index), self._row_of[cols[sel]], bank.log_term(q), bank.inverse_factor(q)))
         if behaviour is not None:
             if len(self._terms) >= 256:  # bounded: a long run makes a behaviour per accepted replan
                 self._terms.clear()
             self._terms[behaviour] = term
         return term
 
-    def _add_term(self, p: np.ndarray, times: float, behaviour: int | None = None, refresh: bool = True) -> None:
-        """log_phi += times * Log(1 - p + p w_j), only where p > 0 (elsewhere the term is 0);
-        phi = exp(log_phi) there too (`refresh`)."""
-        cols, term, _ = self._term(p, behaviour)
-        if len(cols):
-            self._log_phi[cols] += times * term
-            if refresh:
-                self._phi[cols] = np.exp(self._log_phi[cols])
+    def _exchange_term(self, old: np.ndarray, old_behaviour: int, new: np.ndarray, new_behaviour: int) -> None:
+        """One robot's factor leaves the PGF and another joins: log_phi by adding the log terms,
+        phi by multiplying with 1 / the old factor and the new factor (a complex exp of every
+        touched (column, point) per swap was most of the acceptance step). Products keep a
+        relative error of a few ulp per swap; phi is rebuilt from log_phi every
+        `REFRESH_EVERY` swaps, and at once in rows that are or were near underflow (a product
+        of tiny values would lose digits there); only the old rows can rise, the new fall."""
+        new_flat = new.reshape(-1)
+        deep: dict[int, list] = {}
+        for index, rows, term, inverse in self._term(old, old_behaviour):
+            bank = self._banks[index]
+            deep.setdefault(index, []).append(rows[(bank.log_phi[rows].real < DEEP_LOG).any(axis=1)])
+            bank.log_phi[rows] -= term
+            bank.phi[rows] *= inverse
+        for index, rows, term, _ in self._term(new, new_behaviour):
+            bank = self._banks[index]
+            bank.log_phi[rows] += term
+            bank.phi[rows] *= bank.factor(new_flat[bank.cols[rows]])
+            deep.setdefault(index, []).append(rows[(bank.log_phi[rows].real < DEEP_LOG).any(axis=1)])
+        self._swaps_since_refresh += 1
+        if self._swaps_since_refresh >= REFRESH_EVERY:
+            for bank in self._banks:
+                np.exp(bank.log_phi, out=bank.phi)
+            self._swaps_since_refresh = 0
+            return
+        for index, parts in deep.items():
+            rows = np.unique(np.concatenate(parts))
+            if len(rows):
+                bank = self._banks[index]
+                bank.phi[rows] = np.exp(bank.log_phi[rows])
 
-    def _expect_on(self, cols: np.ndarray, f_hat: np.ndarray, leave_out: int | None = None) -> np.ndarray:
-        """(k,) E[f_c(N)] at the sorted flat (t, c) columns `cols`, for the whole fleet or without
-        robot `leave_out`."""
-        phi = self._phi[cols]
-        if leave_out is not None:
-            # the fleet's PGF divided by the robot's own factor: exp(log_phi) exp(-term) is
-            # exp(log_phi - term) up to rounding (|factor| >= sin(pi / 2L) > 0: L is odd; where
-            # exp(log_phi) underflows, the true value is below 1e-300 too)
-            own, _, inverse = self._term(self.p[leave_out], int(self.behaviours[leave_out]))
-            at = np.searchsorted(cols, own)
-            inside = at < len(cols)
-            inside[inside] = cols[at[inside]] == own[inside]
-            phi[at[inside]] *= inverse[inside]
-        value = np.einsum("kj,kj,j->k", phi, f_hat[cols], self._weight).real
+    def _expect_on(self, cols: np.ndarray, increment: bool, leave_out: int | None = None) -> np.ndarray:
+        """(k,) E[f_c(N)] at the flat (t, c) columns `cols` (f = g, or its increment), for the
+        whole fleet or without robot `leave_out`."""
+        value = np.empty(len(cols))
+        banks = self._bank_of[cols]
+        own = self.p[leave_out].reshape(-1) if leave_out is not None else None
+        own_terms = {} if own is None else {t[0]: t for t in self._term(self.p[leave_out],
+                                                                          int(self.behaviours[leave_out]))}
+        for index in np.unique(banks):
+            sel = np.flatnonzero(banks == index)
+            bank = self._banks[index]
+            rows = self._row_of[cols[sel]]
+            phi = bank.phi[rows]
+            if index in own_terms:
+                # the fleet's PGF divided by the robot's own factor (|factor| >= sin(pi / 2L) > 0:
+                # L is odd; where exp(log_phi) underflowed, the true value is below 1e-300 too)
+                _, own_rows, _, inverse = own_terms[index]
+                at = np.full(len(bank.cols), -1)
+                at[rows] = np.arange(len(rows))
+                where = at[own_rows]
+                inside = where >= 0
+                phi[where[inside]] *= inverse[inside]
+            f_hat = bank.h_hat if increment else bank.g_hat
+            value[sel] = np.einsum("kj,kj,j->k", phi, f_hat[rows], bank.weight).real
         # exact zeros stay zeros: where too few robots can be for f to be nonzero (g and its
         # increments vanish below min_count); elsewhere the expectation of f >= 0 is >= 0
         support = self._support[cols]
-        if leave_out is not None:
-            support = support - (self.p[leave_out].reshape(-1)[cols] > 0)
-        shift = 1 if f_hat is self._h_hat else 0
+        if own is not None:
+            support = support - (own[cols] > 0)
+        shift = 1 if increment else 0
         return np.where(support + shift >= self.penalty.min_count, np.maximum(value, 0.0), 0.0)
 
     # -- J_N -----------------------------------------------------------------------------------
@@ -336,7 +414,7 @@ class FleetCounts:
     def expected(self) -> np.ndarray:
         """(T, C): E[g_c(N_c(t))]."""
         T, C = self.p.shape[1:]
-        return self._expect_on(np.arange(T * C), self._g_hat).reshape(T, C)
+        return self._expect_on(np.arange(T * C), False).reshape(T, C)
 
     def total(self) -> float:
         """J_N = sum_t sum_c E[g_c(N_c(t))]."""
@@ -364,7 +442,7 @@ class FleetCounts:
         hit = self._marginals.get(key)
         if hit is None:
             T, C = self.p.shape[1:]
-            hit = self._expect_on(np.arange(T * C), self._h_hat, i).reshape(T, C)
+            hit = self._expect_on(np.arange(T * C), True, i).reshape(T, C)
             self._marginals[key] = hit
         return hit
 
@@ -374,7 +452,7 @@ class FleetCounts:
         hit = self._marginals.get(int(self.behaviours[i]))
         if hit is not None:
             return cols, hit.reshape(-1)[cols]
-        return cols, self._expect_on(cols, self._h_hat, i)
+        return cols, self._expect_on(cols, True, i)
 
     def contribution(self, i: int) -> float:
         """J_N - J_N without robot i: what robot i adds to the expected penalty."""
@@ -401,38 +479,70 @@ class FleetCounts:
         if self.p.size:
             a, b = self._windows()
             moved = np.flatnonzero(~self._fits(a, b))
-            if len(moved) and int((b - a)[moved].max()) + 1 > self.L:
-                self._build(self._points_needed())  # a window is now wider than L: more points
-                return
-            self._place(moved, a[moved], b[moved])  # windows that drifted: re-centred
             self._exchange_term(old, old_behaviour, p_new, int(self.behaviours[i]))
+            if len(moved):
+                grow = (b - a + 1)[moved] > self._points_of(moved)
+                self._place(moved[~grow], a[moved[~grow]], b[moved[~grow]])  # windows that drifted: re-centred
+                if grow.any():  # windows wider than their banks: to larger banks
+                    self._regrow(moved[grow], a, b)
         self._marginals.clear()
 
-    def _exchange_term(self, old: np.ndarray, old_behaviour: int, new: np.ndarray, new_behaviour: int) -> None:
-        """One robot's factor leaves the PGF and another joins: log_phi by adding the log terms,
-        phi by multiplying with 1 / the old factor and the new factor (a complex exp of every
-        touched (column, point) per swap was most of the acceptance step). Products keep a
-        relative error of a few ulp per swap; phi is rebuilt from log_phi every
-        `REFRESH_EVERY` swaps, and at once in rows that are or were near underflow (a product
-        of tiny values would lose digits there); only the old columns can rise, the new fall."""
-        old_cols, old_log, old_inverse = self._term(old, old_behaviour)
-        new_cols, new_log, _ = self._term(new, new_behaviour)
-        # rows that were deep hold exp(log_phi) rounded near underflow: dividing would not restore digits
-        was_deep = old_cols[(self._log_phi[old_cols].real < DEEP_LOG).any(axis=1)]
-        self._log_phi[old_cols] -= old_log
-        self._log_phi[new_cols] += new_log
-        self._phi[old_cols] *= old_inverse
-        q = new.reshape(-1)[new_cols][:, None]
-        self._phi[new_cols] *= (1.0 + q * self._cos_minus_1) + 1j * (q * self._sin)  # 1 - q + q w_j
-        self._swaps_since_refresh += 1
-        if self._swaps_since_refresh >= REFRESH_EVERY:
-            np.exp(self._log_phi, out=self._phi)
-            self._swaps_since_refresh = 0
-            return
-        deep = new_cols[(self._log_phi[new_cols].real < DEEP_LOG).any(axis=1)]
-        deep = np.union1d(deep, was_deep)
-        if len(deep):
-            self._phi[deep] = np.exp(self._log_phi[deep])
+    def _points_of(self, columns: np.ndarray) -> np.ndarray:
+        return np.array([bank.L for bank in self._banks], dtype=np.int64)[self._bank_of[columns]]
+
+    def _fits(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a >= self._lo) & (b <= self._lo + self._points_of(np.arange(len(a))) - 1)
+
+
+class _Bank:
+    """FleetCounts' columns that share one number of points L (odd): the transforms of g and
+    of its increment on each column's window, and the fleet's PGF there, as log and as exp.
+    Columns of narrow count windows (most of them: cells few robots can be in) get few points,
+    so the work of a swap or a marginal follows each column's spread, not the widest one's."""
+
+    def __init__(self, L: int) -> None:
+        self.L = L
+        self.j = np.arange(L // 2 + 1)
+        self.J = len(self.j)
+        theta = 2 * np.pi * self.j / L
+        self.cos_minus_1 = np.cos(theta) - 1.0  # for Log(1 - p + p w) in real arithmetic
+        self.sin = np.sin(theta)
+        self.weight = np.where(self.j == 0, 1.0, 2.0) / L  # Hermitian symmetry of real sequences
+        self.phase = np.exp(-2j * np.pi * ((np.arange(L)[:, None] * self.j[None, :]) % L) / L)  # (L, J): w_j^-m
+        self.cols = np.zeros(0, dtype=np.int64)  # the flat (t, c) column of each row
+        self.g_hat = np.zeros((0, self.J), dtype=complex)
+        self.h_hat = np.zeros((0, self.J), dtype=complex)
+        self.log_phi = np.zeros((0, self.J), dtype=complex)
+        self.phi = np.ones((0, self.J), dtype=complex)  # exp(log_phi), kept up to date row by row
+
+    def grow(self, columns: np.ndarray) -> np.ndarray:
+        """Rows for `columns` (transforms and log PGF zero); their row numbers."""
+        rows = np.arange(len(self.cols), len(self.cols) + len(columns))
+        extra = np.zeros((len(columns), self.J), dtype=complex)
+        self.cols = np.concatenate([self.cols, columns])
+        self.g_hat = np.concatenate([self.g_hat, extra])
+        self.h_hat = np.concatenate([self.h_hat, extra])
+        self.log_phi = np.concatenate([self.log_phi, extra])
+        self.phi = np.concatenate([self.phi, extra + 1.0])
+        return rows
+
+    def log_term(self, q: np.ndarray) -> np.ndarray:
+        """(k, J): Log(1 - q + q w_j) for probabilities q (k,), in real arithmetic (numpy's complex
+        log is about ten times slower): |z|^2 = 1 + 2 q (1 - q)(cos - 1), arg z = atan2(q sin, 1 + q (cos - 1))."""
+        q = q[:, None]
+        modulus = 0.5 * np.log1p(2.0 * (q * (1.0 - q)) * self.cos_minus_1)
+        return modulus + 1j * np.arctan2(q * self.sin, 1.0 + q * self.cos_minus_1)
+
+    def factor(self, q: np.ndarray) -> np.ndarray:
+        """(k, J): 1 - q + q w_j."""
+        q = q[:, None]
+        return (1.0 + q * self.cos_minus_1) + 1j * (q * self.sin)
+
+    def inverse_factor(self, q: np.ndarray) -> np.ndarray:
+        """(k, J): 1 / (1 - q + q w_j), never infinite (L is odd: |1 - q + q w_j| >= sin(pi / 2L))."""
+        q = q[:, None]
+        re, im = 1.0 + q * self.cos_minus_1, q * self.sin
+        return (re - 1j * im) / (re * re + im * im)
 
 
 def _exact_nse_rate(occ: np.ndarray, cells: np.ndarray, min_count: int,

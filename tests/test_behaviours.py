@@ -101,7 +101,9 @@ def test_many_swaps_keep_the_counts_exact(monkeypatch, refresh_every):
     occ[:, 1] = 0.0
     occ[:, 1, 1, 1] = occ[:, 1, 1, 0] = 0.5  # every robot in cell (1, a) with probability 1/2 at t = 1
     counts = FleetCounts(_penalty(), occ, keys=kind.tolist())
-    assert (counts._log_phi.real < -650).any()  # some columns are deep: the underflow guard is exercised
+    assert any((bank.log_phi.real < -650).any() for bank in counts._banks)  # the underflow guard is exercised
+    assert len({bank.L for bank in counts._banks}) > 1  # columns of narrow windows have fewer points
+    points_before = counts._points_of(np.arange(counts.p[0].size))
     news = rng.dirichlet(np.full(9, 0.3), size=(5, occ.shape[1])).reshape(5, occ.shape[1], 3, 3)
     for step in range(600):
         i = int(rng.integers(n))
@@ -116,4 +118,6 @@ def test_many_swaps_keep_the_counts_exact(monkeypatch, refresh_every):
     predicted = counts.total() + counts.change(j, p_new)
     counts.swap(j, p_new)
     assert predicted == pytest.approx(_reference(counts.p, counts._table).sum(), abs=1e-9, rel=1e-9)
-    assert np.allclose(counts._phi, np.exp(counts._log_phi), rtol=1e-9, atol=1e-290)
+    for bank in counts._banks:
+        assert np.allclose(bank.phi, np.exp(bank.log_phi), rtol=1e-9, atol=1e-290)
+    assert (counts._points_of(np.arange(counts.p[0].size)) > points_before).any()  # some columns outgrew their bank
