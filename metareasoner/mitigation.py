@@ -445,14 +445,22 @@ class Mitigation(BaseEstimator):
             first = {i: counts.change(i, cells(i, r.policy)) for i, r in todo}
             todo.sort(key=lambda item: first[item[0]])
         threshold = ACCEPT_TOLERANCE * max(1.0, counts.total())
-        for i, result in todo:
-            p_new = cells(i, result.policy)
-            if len(accepted) < limit and counts.change(i, p_new) < -threshold:
-                counts.swap(i, p_new, fleet.behaviour_key(i, result.policy))
-                policies[i], settings[i] = result.policy, result.setting
-                accepted.append(i)
-            else:
-                rejected.append(i)
+        start = 0
+        while start < len(todo):  # runs of robots of one behaviour replanned alike are judged at once
+            i, result = todo[start]
+            key = fleet.behaviour_key(i, result.policy)
+            end = start + 1
+            while (end < len(todo) and counts.behaviours[todo[end][0]] == counts.behaviours[i]
+                   and fleet.behaviour_key(todo[end][0], todo[end][1].policy) == key):
+                end += 1
+            run = todo[start:end]
+            taken = counts.swap_while_lowering([j for j, _ in run], cells(i, result.policy), key, threshold,
+                                               limit - len(accepted))
+            for j, planned_j in run[:taken]:
+                policies[j], settings[j] = planned_j.policy, planned_j.setting
+                accepted.append(j)
+            rejected += [j for j, _ in run[taken:]]
+            start = end
         return accepted, rejected
 
     def _orders_penalties(self, fleet: Fleet) -> dict[int, np.ndarray]:

@@ -218,11 +218,14 @@ class FleetCounts:
 
     def _windows(self) -> tuple[np.ndarray, np.ndarray]:
         """(a, b) per flat (t, c) column: every count of probability > 1e-20 of N_c(t), and of
-        N_-i,c(t) for any robot i (one less at most), lies in [a, b]. Bernstein on both tails
+        N_-i,c(t) for any robot i (one less at most), lies in [a, b]."""
+        return self._windows_of(self._mean.reshape(-1), self._var.reshape(-1))
+
+    def _windows_of(self, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The windows of counts of these means and variances: Bernstein on both tails
         (P(|N - mu| >= x) <= 2 exp(-x^2 / (2 (var + x / 3)))), within 0..n."""
         n = self.n_robots
-        mean, var = self._mean.reshape(-1), np.maximum(self._var.reshape(-1), 0.0)
-        x = np.sqrt(92.0 * var) + 31.0  # 31: rounding of the incremental sums
+        x = np.sqrt(92.0 * np.maximum(var, 0.0)) + 31.0  # 31: rounding of the incremental sums
         a = np.clip(np.floor(mean - x).astype(np.int64) - 1, 0, n)
         b = np.clip(np.ceil(mean + x).astype(np.int64), 0, n)
         return a, b
@@ -346,13 +349,25 @@ class FleetCounts:
             self._terms[behaviour] = term
         return term
 
-    def _exchange_term(self, old: np.ndarray, old_behaviour: int, new: np.ndarray, new_behaviour: int) -> None:
+    def _exchange_term(self, old: np.ndarray, old_behaviour: int, new: np.ndarray, new_behaviour: int,
+                       times: int = 1) -> None:
         """One robot's factor leaves the PGF and another joins: log_phi by adding the log terms,
         phi by multiplying with 1 / the old factor and the new factor (a complex exp of every
         touched (column, point) per swap was most of the acceptance step). Products keep a
         relative error of a few ulp per swap; phi is rebuilt from log_phi every
         `REFRESH_EVERY` swaps, and at once in rows that are or were near underflow (a product
-        of tiny values would lose digits there); only the old rows can rise, the new fall."""
+        of tiny values would lose digits there); only the old rows can rise, the new fall.
+        `times` robots at once: phi is then exp(log_phi) on every touched row."""
+        if times != 1:
+            touched: dict[int, list] = {}
+            for sign, p, behaviour in ((-float(times), old, old_behaviour), (float(times), new, new_behaviour)):
+                for index, rows, term, _ in self._term(p, behaviour):
+                    self._banks[index].log_phi[rows] += sign * term
+                    touched.setdefault(index, []).append(rows)
+            for index, parts in touched.items():
+                rows = np.unique(np.concatenate(parts))
+                self._banks[index].phi[rows] = np.exp(self._banks[index].log_phi[rows])
+            return
         new_flat = new.reshape(-1)
         deep: dict[int, list] = {}
         for index, rows, term, inverse in self._term(old, old_behaviour):
@@ -468,18 +483,107 @@ class FleetCounts:
     def swap(self, i: int, p_new: np.ndarray, key=None) -> None:
         """Robot i now has cell probabilities `p_new`: its term leaves the PGF, the new one joins.
         `key` names its new behaviour (robots swapped to the same key share one)."""
-        p_new = np.asarray(p_new, dtype=float)
-        old, old_behaviour = self.p[i].copy(), int(self.behaviours[i])
-        self._mean += p_new - old
-        self._var += p_new * (1.0 - p_new) - old * (1.0 - old)
-        self._support += (p_new > 0).reshape(-1).astype(np.int64) - (old > 0).reshape(-1)
-        self.p[i] = p_new
         key = ("swap", i, len(self._behaviour_of)) if key is None else key  # unique unless named
-        self.behaviours[i] = self._behaviour_of.setdefault(key, len(self._behaviour_of))
+        self._swap_many([i], np.asarray(p_new, dtype=float), key)
+
+    def swap_while_lowering(self, members: Sequence[int], p_new: np.ndarray, key, threshold: float,
+                            limit: int) -> int:
+        """Robots `members`, all of one behaviour, swap to cell probabilities `p_new` (behaviour
+        `key`) one after another while each swap changes J_N by less than -`threshold`, at most
+        `limit` of them; how many swapped (the first ones of `members`).
+
+        The same as `change` then `swap`, robot by robot, each judged with the ones before it
+        swapped; done at once: with j of them swapped the PGF is phi (f_new / f_old)^j, so the
+        j-th change costs one product, and the PGF is updated once. Runs stop where the current
+        windows would no longer hold the counts (then one robot swaps alone, re-centring them)."""
+        p_new = np.asarray(p_new, dtype=float)
+        members = [int(i) for i in members][: max(0, int(limit))]
+        done = 0
+        while done < len(members):
+            room = self._room(members[done], p_new, len(members) - done)
+            if room == 0:
+                if not self.change(members[done], p_new) < -threshold:
+                    break
+                self.swap(members[done], p_new, key)
+                done += 1
+                continue
+            taken = self._lowering_run(members[done], p_new, room, threshold)
+            if taken:
+                self._swap_many(members[done : done + taken], p_new, key)
+            done += taken
+            if taken < room:
+                break
+        return done
+
+    def _room(self, i: int, p_new: np.ndarray, most: int) -> int:
+        """How many robots of robot i's behaviour can swap to `p_new` (up to `most`) with every
+        intermediate count distribution inside the current windows."""
+        if not self.p.size:
+            return most
+        old = self.p[i]
+        d_mean = (p_new - old).reshape(-1)
+        d_var = (p_new * (1.0 - p_new) - old * (1.0 - old)).reshape(-1)
+        cols = np.flatnonzero((d_mean != 0) | (d_var != 0))
+        if not len(cols):
+            return most
+        j = np.arange(1, most + 1)[:, None]
+        mean = self._mean.reshape(-1)[cols] + j * d_mean[cols]
+        var = self._var.reshape(-1)[cols] + j * d_var[cols]
+        a, b = self._windows_of(mean, var)
+        lo = self._lo[cols]
+        fits = ((a >= lo) & (b <= lo + self._points_of(cols) - 1)).all(axis=1)
+        return int(np.argmin(fits)) if not fits.all() else most
+
+    def _lowering_run(self, i: int, p_new: np.ndarray, most: int, threshold: float) -> int:
+        """How many of `most` successive swaps of robot i's behaviour to `p_new` each lower J_N
+        by more than `threshold` (the first that does not ends the run)."""
+        old = self.p[i].reshape(-1)
+        new = p_new.reshape(-1)
+        cols = np.flatnonzero((new > 0) | (old > 0))
+        if not len(cols):
+            return 0
+        dp = new[cols] - old[cols]
+        banks = self._bank_of[cols]
+        parts = []  # per bank: (its columns' positions in cols, PGF without robot i, ratio new / old, h_hat w)
+        for index in np.unique(banks):
+            sel = np.flatnonzero(banks == index)
+            bank = self._banks[index]
+            rows = self._row_of[cols[sel]]
+            inverse = bank.inverse_factor(old[cols[sel]])
+            parts.append((sel, bank.phi[rows] * inverse, bank.factor(new[cols[sel]]) * inverse,
+                          bank.h_hat[rows] * bank.weight))
+        own_old, own_new = old[cols] > 0, new[cols] > 0
+        support = self._support[cols] - own_old  # robots that can be there, robot i left out
+        step = own_new.astype(np.int64) - own_old
+        m = np.empty(len(cols))
+        taken = 0
+        while taken < most:
+            for sel, pgf, _, h_w in parts:
+                m[sel] = np.einsum("kj,kj->k", pgf, h_w).real
+            allowed = support + taken * step + 1 >= self.penalty.min_count
+            change = float((dp * np.where(allowed, np.maximum(m, 0.0), 0.0)).sum())
+            if not change < -threshold:
+                break
+            taken += 1
+            for _, pgf, ratio, _ in parts:
+                pgf *= ratio
+        return taken
+
+    def _swap_many(self, robots: list[int], p_new: np.ndarray, key) -> None:
+        """Robots `robots`, all of one behaviour, now have cell probabilities `p_new` (behaviour `key`)."""
+        times = len(robots)
+        first = robots[0]
+        old, old_behaviour = self.p[first].copy(), int(self.behaviours[first])
+        self._mean += times * (p_new - old)
+        self._var += times * (p_new * (1.0 - p_new) - old * (1.0 - old))
+        self._support += times * ((p_new > 0).reshape(-1).astype(np.int64) - (old > 0).reshape(-1))
+        self.p[robots] = p_new
+        new_behaviour = self._behaviour_of.setdefault(key, len(self._behaviour_of))
+        self.behaviours[robots] = new_behaviour
         if self.p.size:
             a, b = self._windows()
             moved = np.flatnonzero(~self._fits(a, b))
-            self._exchange_term(old, old_behaviour, p_new, int(self.behaviours[i]))
+            self._exchange_term(old, old_behaviour, p_new, new_behaviour, times)
             if len(moved):
                 grow = (b - a + 1)[moved] > self._points_of(moved)
                 self._place(moved[~grow], a[moved[~grow]], b[moved[~grow]])  # windows that drifted: re-centred

@@ -121,3 +121,36 @@ def test_many_swaps_keep_the_counts_exact(monkeypatch, refresh_every):
     for bank in counts._banks:
         assert np.allclose(bank.phi, np.exp(bank.log_phi), rtol=1e-9, atol=1e-290)
     assert (counts._points_of(np.arange(counts.p[0].size)) > points_before).any()  # some columns outgrew their bank
+
+
+def test_a_run_of_one_behaviour_swaps_as_robot_by_robot():
+    """`swap_while_lowering` (a run of robots of one behaviour judged at once) accepts the robots
+    that `change` then `swap` robot by robot accepts, and leaves the same J_N, including a run
+    long enough to move the counts' windows (it then swaps one robot alone to re-centre them)."""
+    import copy
+
+    rng = np.random.default_rng(5)
+    n = 400
+    occ, kind = _fleet_occupancy(rng, n, kinds=3)
+    members = np.flatnonzero(kind == kind[0])
+    away = occ[members[0]].copy()
+    away[0] = 0.0
+    away[0, 0, 0] = 1.0  # out of the cell every robot is in at t = 0: that count's window must move
+    for label, target in (("away from the crowd", away), ("towards the others", occ[np.flatnonzero(kind != kind[0])[0]]),
+                          ("random", rng.dirichlet(np.full(9, 0.3), size=occ.shape[1]).reshape(occ.shape[1], 3, 3))):
+        counts = FleetCounts(_penalty(), occ, keys=kind.tolist())
+        p_new = counts.cell_probabilities(target)
+        reference = copy.deepcopy(counts)
+        threshold = 1e-9 * max(1.0, counts.total())
+        expected = 0
+        for i in members:
+            if not reference.change(int(i), p_new) < -threshold:
+                break
+            reference.swap(int(i), p_new, ("new", label))
+            expected += 1
+        taken = counts.swap_while_lowering(members.tolist(), p_new, ("new", label), threshold, len(members))
+        assert taken == expected, label
+        assert counts.total() == pytest.approx(reference.total(), rel=1e-10, abs=1e-10), label
+        assert counts.total() == pytest.approx(_reference(counts.p, counts._table).sum(), rel=1e-9, abs=1e-9)
+        limited = FleetCounts(_penalty(), occ, keys=kind.tolist())
+        assert limited.swap_while_lowering(members.tolist(), p_new, ("new", label), threshold, 3) == min(3, expected)
