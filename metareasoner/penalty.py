@@ -16,6 +16,9 @@ import numpy as np
 from planner.problem import Feature
 from planner.world import NSERule, World
 
+#: integer counts are looked up in a table of g_t(0..max) while it holds at most this many entries
+TABLE_ENTRIES = 4_000_000
+
 
 class NSEPenalty:
     """R_N(s) = sum over terms t of g_t(n_{z_t, v_t}(s)), one term per (rule, zone) it covers.
@@ -71,6 +74,7 @@ class NSEPenalty:
         self._zone_of_term = zone_of_term
         self._table_cache = np.zeros((self.n_zones + 1, self.n_values, 0))
         self._max_cache: dict[int, float] = {}
+        self._term_table = np.zeros((len(tz), 0))  # g_t(k) for k = 0.. (grown on demand)
 
     @classmethod
     def from_world(cls, world: World, feature: Feature) -> "NSEPenalty":
@@ -125,6 +129,18 @@ class NSEPenalty:
         n = np.asarray(n)
         if n.ndim == 0 or n.shape[-1] not in (1, self.n_terms):
             raise ValueError(f"term_values needs counts with a last axis of {self.n_terms} terms (or 1), got {n.shape}")
+        if n.dtype.kind in "iu" and n.size and int(n.min()) >= 0 and (int(n.max()) + 1) * self.n_terms <= TABLE_ENTRIES:
+            # integer counts: looked up in the table of g_t(0..max) (the same values, no log per entry)
+            top = int(n.max())
+            if self._term_table.shape[1] <= top:
+                self._term_table = self._term_values_direct(np.arange(min(max(top + 1, 2 * self._term_table.shape[1]), TABLE_ENTRIES // max(1, self.n_terms)))[:, None]).T
+            table = self._term_table
+            if n.shape[-1] == 1:
+                return table[:, n[..., 0]].transpose(*range(1, n.ndim), 0)
+            return table[np.arange(self.n_terms), n]
+        return self._term_values_direct(n)
+
+    def _term_values_direct(self, n: np.ndarray) -> np.ndarray:
         g = self.term_weight * np.log1p(self.term_sensitivity * (np.maximum(n, 1) - 1))
         return np.where(n >= self.min_count, g, 0.0)
 
