@@ -37,8 +37,11 @@ def bearer(token: str) -> dict:
 def lanes(tmp_path_factory):
     """(client with the fast lane, client without, what the cases need)."""
     tmp = tmp_path_factory.mktemp("fastlane")
+    # two apps in one process are two job managers with one pid: at its periodic reap each would
+    # take the other for a stopped process of this host and mark its jobs interrupted; no periodic
+    # maintenance here (as in test_service_import)
     settings = Settings(database_url=fresh_database_url(tmp), tokens_file=tmp / "none", load_shipped=False,
-                        extra_operator_tokens=(OPERATOR,), progress_interval=0.0)
+                        extra_operator_tokens=(OPERATOR,), progress_interval=0.0, heartbeat_interval=3600.0)
     fast_app, slow_app = create_app(settings), create_app(replace(settings, fast_lane=False))
     with TestClient(fast_app) as fast, TestClient(slow_app) as slow:
         def make(**body) -> dict:
