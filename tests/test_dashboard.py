@@ -475,3 +475,47 @@ def test_create_scenario_failed_run_restart_and_delete(dash):
     expect(dash.by("scenario-item")).to_have_count(count + 1)
     assert all(s["id"] != second["id"] for s in dash.get("/scenarios"))
     assert not dash.errors
+
+
+def test_an_answer_older_than_the_pushed_events_does_not_undo_them(dash):
+    """The page asks for a run it starts (GET /runs/{id}) while the push channel brings the run's
+    events. Here that answer is held back until the run has failed and its events have come: the
+    page must keep the pushed "failed", not go back to the held answer's "queued" (and then wait
+    for ever, with no event left to come). A run can fail before the page asks: then the answer
+    is not older and the replan is tried again (up to 6 runs)."""
+    import re as _re
+
+    from service_support import wait_until_planned
+
+    with httpx.Client(base_url=dash.service.url, headers=AUTH, timeout=30) as client:
+        created = client.post("/api/v1/scenarios", json={"map": "salp-demo", "robots": 1, "name": "held answer"})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        wait_until_planned(client, sid)
+    held: dict[int, str] = {}  # run id -> the status in its first (held) answer
+
+    def hold(route):
+        run_id = int(route.request.url.rsplit("/", 1)[1])
+        if run_id in held:  # only a run's first answer is held
+            route.continue_()
+            return
+        held[run_id] = "asked"
+        response = route.fetch()  # asked now: the run has just been queued, or has failed already
+        held[run_id] = response.json()["status"]
+        deadline = time.monotonic() + 60
+        while dash.get(f"/runs/{run_id}")["status"] not in ("failed", "succeeded") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # the failure's events reach the page first
+        route.fulfill(response=response)
+
+    dash.page.route(_re.compile(r".*/api/v1/runs/\d+$"), hold)
+    dash.open()
+    dash.page.locator(f'[data-testid=scenario-item][data-id="{sid}"]').click()
+    dash.expect(dash.by("scenario-title")).to_have_text("held answer")
+    for _ in range(6):
+        run, _ = dash.replan("exchange", status="failed")  # exchange values need two robots: it fails at once
+        dash.expect(dash.by("run-error")).to_contain_text(run["error"])
+        if held.get(run["id"]) in ("queued", "running"):
+            break
+    assert any(status in ("queued", "running") for status in held.values()), held  # an older answer was held
+    assert not dash.errors, dash.errors

@@ -32,6 +32,7 @@
     selectedRunId: null,
     liveRunId: null,
     liveWasActive: false,
+    runEvents: {}, // run id -> pushed events seen: an answer fetched before one of them is older
     runTimer: null,
     monitorTimer: null,
     versions: [],
@@ -1187,6 +1188,7 @@
 
   async function pollRun(runId, scenarioId) {
     const current = () => state.liveRunId === runId && state.scenarioId === scenarioId;
+    const eventsBefore = state.runEvents[runId] || 0;
     let run;
     try {
       run = await api("GET", `/runs/${runId}`);
@@ -1199,6 +1201,10 @@
     }
     if (!current()) return;
     $("replan-errors").replaceChildren();
+    // a pushed event came while this answer was on its way: the event is the newer state (a run
+    // that fails at once can be "failed" in the event and still "running" in this answer), and
+    // the push channel brings every later change
+    if ((state.runEvents[runId] || 0) !== eventsBefore) return;
     renderLive(run);
     if (run.status === "queued" || run.status === "running") {
       state.liveWasActive = true;
@@ -1216,6 +1222,7 @@
 
   /** A run event from the push channel (a run started here, in another tab, over the API or by the ROS bridge). */
   function onRunEvent(run) {
+    state.runEvents[run.id] = (state.runEvents[run.id] || 0) + 1;
     const i = state.runs.findIndex((r) => r.id === run.id);
     const active = run.status === "queued" || run.status === "running";
     // polling may first see a run that started elsewhere when it has already finished
