@@ -38,6 +38,8 @@ WINDOW_MARGIN = 8
 #: (odd) that holds its window with a quarter to spare
 BANK_POINTS = 41
 BANK_GROWTH = 1.5
+#: a run of one behaviour's swaps is checked against the windows this many at a time (memory: chunk x columns)
+RUN_CHUNK = 256
 REFRESH_EVERY = 256  # swaps between rebuilds of phi from log_phi (products drift by ulps per swap)
 DEEP_LOG = -650.0  # below this real log phi is within ~1e-282 of underflow: taken from exp(log_phi)
 
@@ -500,7 +502,7 @@ class FleetCounts:
         members = [int(i) for i in members][: max(0, int(limit))]
         done = 0
         while done < len(members):
-            room = self._room(members[done], p_new, len(members) - done)
+            room = self._room(members[done], p_new, min(len(members) - done, RUN_CHUNK))
             if room == 0:
                 if not self.change(members[done], p_new) < -threshold:
                     break

@@ -123,12 +123,15 @@ def test_many_swaps_keep_the_counts_exact(monkeypatch, refresh_every):
     assert (counts._points_of(np.arange(counts.p[0].size)) > points_before).any()  # some columns outgrew their bank
 
 
-def test_a_run_of_one_behaviour_swaps_as_robot_by_robot():
+@pytest.mark.parametrize("chunk", [None, 16])  # the default, and runs checked 16 swaps at a time
+def test_a_run_of_one_behaviour_swaps_as_robot_by_robot(monkeypatch, chunk):
     """`swap_while_lowering` (a run of robots of one behaviour judged at once) accepts the robots
     that `change` then `swap` robot by robot accepts, and leaves the same J_N, including a run
     long enough to move the counts' windows (it then swaps one robot alone to re-centre them)."""
     import copy
 
+    if chunk is not None:
+        monkeypatch.setattr(monitor, "RUN_CHUNK", chunk)
     rng = np.random.default_rng(5)
     n = 400
     occ, kind = _fleet_occupancy(rng, n, kinds=3)
