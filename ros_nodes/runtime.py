@@ -54,6 +54,11 @@ def logger_function(node: Node) -> Callable[[str, str], None]:
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001
+    """The first SIGINT/SIGTERM stops the node; later ones are ignored, so that a second signal
+    (a supervisor signals twice: Ctrl-C, then its own stop) cannot interrupt the stopping itself
+    and end the process by an unhandled KeyboardInterrupt (exit status -2)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

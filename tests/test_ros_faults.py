@@ -170,3 +170,25 @@ def test_an_executor_started_before_the_service_waits_for_it(tmp_path):
     log = executor.log()
     assert "no policy yet: holding still" in log and "retry 3 in" in log
     assert "service reachable again" in log and "following policy of run naive" in log
+
+
+def test_a_second_signal_cannot_interrupt_the_stopping():
+    """The nodes' SIGINT/SIGTERM handler stops the node once and then ignores both: a supervisor
+    signals twice (`NodeGroup.stop`: a SIGINT to every node, then one more in `stop_process`),
+    and a second KeyboardInterrupt raised while the first is being handled ended a node with
+    status -2 instead of 0 (seen in CI)."""
+    from ros_nodes.runtime import _raise_interrupt
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGINT, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGINT)  # ignored now: no second KeyboardInterrupt
+        signal.raise_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
