@@ -23,6 +23,7 @@ import json
 import math
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -268,7 +269,8 @@ def run_episode(method: str | None, seed: int, rollouts: int = 100, update_fract
         if fast:
             arguments.update(FAST)
         specs = resolve(load_launch_file(LAUNCH_DIR / "turtlebots_sim.launch.py"), arguments)
-        nodes = NodeGroup(specs, workdir / "nodes", ros_environment(domain_id)).start()
+        nodes = NodeGroup(specs, workdir / "nodes", ros_environment(domain_id))  # before start: stopped if it fails
+        nodes.start()
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=domain_id)
         watcher = _make_watcher(context, specs)
@@ -321,17 +323,27 @@ def run_episode(method: str | None, seed: int, rollouts: int = 100, update_fract
         tail = nodes.logs() if nodes else ""
         raise DemoFailure(f"the service failed: {error}\n{tail}") from None
     finally:
+        # Each step runs even if one before it fails, and a failing step never replaces the
+        # exception on its way (a SIGTERM's SystemExit arriving half-way through a ROS call can
+        # leave the watcher or the context half-made).
         codes = nodes.stop() if nodes is not None else {}
         if watcher is not None:
-            watcher.destroy()
+            _clean_up(watcher.destroy, "destroying the watcher")
         if context is not None:
-            rclpy.shutdown(context=context)
+            _clean_up(lambda: context.ok() and rclpy.shutdown(context=context), "shutting down ROS")
         if own is not None:
             own.stop()
         if tempdir is not None:
             shutil.rmtree(tempdir, ignore_errors=True)
     result.exit_codes = codes
     return result
+
+
+def _clean_up(step: Callable[[], object], what: str) -> None:
+    try:
+        step()
+    except Exception as error:  # reported, not raised: see run_episode
+        print(f"mase ros demo: clean-up: {what} failed: {error!r}", file=sys.stderr, flush=True)
 
 
 def _reported(status: dict) -> bool:

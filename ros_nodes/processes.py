@@ -159,8 +159,13 @@ class NodeGroup:
         self.nodes = [NodeProcess(s, workdir, env, python) for s in specs]
 
     def start(self) -> "NodeGroup":
-        for node in self.nodes:
-            node.start()
+        """Start every node; if one fails to start (or a signal interrupts), stop those started."""
+        try:
+            for node in self.nodes:
+                node.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __getitem__(self, fqn: str) -> NodeProcess:

@@ -131,7 +131,8 @@ def test_sigterm_during_a_demo_stops_everything_it_started(tmp_path):
         assert "dashboard: http://127.0.0.1:" in seen, seen
         time.sleep(2)  # nodes starting
         process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 128 + signal.SIGTERM
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 128 + signal.SIGTERM, (seen + err)[-6000:]
     finally:
         if process.poll() is None:
             process.kill()
