@@ -281,6 +281,16 @@ def _kind_of(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def read_text(path: "str | Path", what: str) -> str:
+    """A UTF-8 file's text; LogError naming the file if it is missing or unreadable."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LogError(str(path), f"no such {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LogError(str(path), f"cannot read the {what}: {exc}") from None
+
+
 def read_log(path: "str | Path", text: str | None = None,
              progress: Callable[[int, int], None] | None = None) -> FleetLog:
     """Read a fleet log (or parse `text` as one, named `path` in errors); LogError names the
@@ -288,12 +298,7 @@ def read_log(path: "str | Path", text: str | None = None,
     `progress(lines_read, lines)` is called every 10,000 lines."""
     source = str(path)
     if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise LogError(source, "no such log file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LogError(source, f"cannot read the log: {exc}") from None
+        text = read_text(path, "log file")
     reader = _Reader(source)
     lines = text.splitlines()
     for number, line in enumerate(lines, start=1):

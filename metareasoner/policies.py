@@ -24,7 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from planner.solvers import finishes_surely
 from planner.scenario import task_key
 
-from .fleetlog import LogError, TaskRecord, _field_name, task_from_record, task_to_record
+from .fleetlog import LogError, TaskRecord, _field_name, read_text, task_from_record, task_to_record
 
 FORMAT = "mase-policies"
 VERSION = 1
@@ -231,12 +231,7 @@ def read_policy_file(path: "str | Path", text: str | None = None) -> PolicyFile:
     """Read a policy file; LogError names the file, line and column (bad JSON) or the field."""
     source = str(path)
     if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise LogError(source, "no such policy file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LogError(source, f"cannot read the policy file: {exc}") from None
+        text = read_text(path, "policy file")
     try:
         document = PolicyDocument.model_validate_json(text)
     except ValidationError as exc:

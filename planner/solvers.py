@@ -257,8 +257,10 @@ def _policy_iteration(
     # the backups compute x = Q / gamma (one multiply fewer over all state-actions)
     r_over_gamma = r_am / gamma if gamma != 1.0 else r_am
     rows = None if policy is None else policy * n_states + states
+    backup = _product(t_am)
+    x = np.empty(t_am.shape[0])  # reused by every backup: nothing keeps the previous one
     while True:  # at least one backup, for the returned Q-values
-        x = t_am @ v
+        backup(v, x)
         x += r_over_gamma
         q = x.reshape(n_actions, n_states)
         tv = np.maximum.reduce(q, axis=0)
@@ -342,29 +344,62 @@ def _certified_start(mdp: TabularMDP, sweeper, policy: np.ndarray, r_am: np.ndar
     return None, done
 
 
-def _in_place_matvec():
-    """scipy's CSR kernel `y += A x`, if it runs row by row in place when x is y (then a product
-    is a Gauss-Seidel sweep); checked once on a small case. None otherwise (Jacobi sweeps)."""
-    global _IN_PLACE_MATVEC
-    if _IN_PLACE_MATVEC is None:
-        kernel = False
+def _product(matrix: sp.csr_matrix):
+    """`product(x, out)` sets out = matrix @ x, bit for bit as `matrix @ x`, through scipy's CSR
+    kernel without the checks of each `@` (about as long as the product itself on the few-
+    thousand-state MDPs of robots, called tens of thousands of times a mitigation); plain `@`
+    where the kernel is missing or the matrix is not a float CSR matrix."""
+    kernel = _plain_matvec()
+    if kernel is None or matrix.format != "csr" or matrix.data.dtype != np.float64:
+        def product(x, out):
+            out[...] = matrix @ x
+            return out
+        return product
+    n_rows, n_columns = matrix.shape
+    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+
+    def product(x, out):
+        out.fill(0.0)
+        kernel(n_rows, n_columns, indptr, indices, data, np.ascontiguousarray(x, dtype=np.float64), out)
+        return out
+    return product
+
+
+def _checked_kernel(name: str, case: tuple, expected: list):
+    """scipy's private CSR kernel `y += A x` if `csr_matvec(*case)` leaves `case[-1]` equal to
+    `expected` (checked once per name), else None: a scipy without it, or other semantics."""
+    if name not in _KERNELS:
+        kernel = None
         try:
             from scipy.sparse._sparsetools import csr_matvec
-            # rows: v0 <- 1 + 0.5 v1, v1 <- 0.5 v0 + 0.5 v2 (its own old value cancelled), v2 <- v2
-            indptr = np.array([0, 3, 6, 7], dtype=np.int32)
-            indices = np.array([0, 1, 3, 0, 1, 2, 2], dtype=np.int32)
-            data = np.array([-1.0, 0.5, 1.0, 0.5, -1.0, 0.5, 0.0])
-            v = np.array([0.0, 2.0, 4.0, 1.0])
-            csr_matvec(3, 4, indptr, indices, data, v, v)
-            if np.array_equal(v, [2.0, 3.0, 4.0, 1.0]):
+            csr_matvec(*case)
+            if np.array_equal(case[-1], expected):
                 kernel = csr_matvec
-        except Exception:  # a scipy without this private kernel, or other semantics
-            kernel = False
-        _IN_PLACE_MATVEC = kernel
-    return _IN_PLACE_MATVEC or None
+        except Exception:
+            kernel = None
+        _KERNELS[name] = kernel
+    return _KERNELS[name]
 
 
-_IN_PLACE_MATVEC = None
+_KERNELS: dict = {}
+
+
+def _plain_matvec():
+    """The kernel, if it computes y += A x (2 x 3 case)."""
+    indptr, indices = np.array([0, 2, 4], dtype=np.int32), np.array([0, 1, 1, 2], dtype=np.int32)
+    case = (2, 3, indptr, indices, np.array([1.0, 2.0, 0.5, 3.0]), np.array([1.0, 2.0, 4.0]), np.array([1.0, -1.0]))
+    return _checked_kernel("plain", case, [6.0, 12.0])
+
+
+def _in_place_matvec():
+    """The kernel, if it runs row by row in place when x is y (then a product is a Gauss-Seidel
+    sweep); None otherwise (Jacobi sweeps)."""
+    # rows: v0 <- 1 + 0.5 v1, v1 <- 0.5 v0 + 0.5 v2 (its own old value cancelled), v2 <- v2
+    indptr = np.array([0, 3, 6, 7], dtype=np.int32)
+    indices = np.array([0, 1, 3, 0, 1, 2, 2], dtype=np.int32)
+    v = np.array([0.0, 2.0, 4.0, 1.0])
+    case = (3, 4, indptr, indices, np.array([-1.0, 0.5, 1.0, 0.5, -1.0, 0.5, 0.0]), v, v)
+    return _checked_kernel("in place", case, [2.0, 3.0, 4.0, 1.0])
 
 
 def _make_sweeper(mdp: TabularMDP, r_am: np.ndarray, gamma: float):
@@ -717,11 +752,11 @@ def state_distributions(
     """(horizon + 1, S): the probability of each state at t = 0..horizon."""
     if horizon < 0:
         raise ValueError("horizon must be >= 0")
-    p_t = mdp.policy_matrix(policy).T.tocsr()
+    step = _product(mdp.policy_matrix(policy).T.tocsr())
     dist = np.zeros((horizon + 1, mdp.n_states))
     dist[0, mdp.start if start is None else start] = 1.0
     for t in range(horizon):
-        dist[t + 1] = p_t @ dist[t]
+        step(dist[t], dist[t + 1])
     return dist
 
 

@@ -17,30 +17,16 @@ import httpx
 import pytest
 
 from service_support import AUTH, OPERATOR, ROOT, ServerProcess, fresh_database_url, wait_for_run, wait_until_planned
-from test_dashboard import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, _unavailable, number
+from test_dashboard import ARTIFACTS, browser, number, playwright_api  # noqa: F401 (browser, playwright_api: fixtures)
 
 pytestmark = pytest.mark.service
 DEMO = 1
 
 
 @pytest.fixture(scope="module")
-def sync_api():
-    if not CHROMIUM.exists():
-        _unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright import sync_api
-    except ImportError:
-        _unavailable("Playwright is not installed (pip install -e '.[dev]')")
-    sync_api.expect.set_options(timeout=20_000)
-    return sync_api
-
-
-@pytest.fixture(scope="module")
-def browser(sync_api):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
-        yield browser
-        browser.close()
+def sync_api(playwright_api):
+    playwright_api.expect.set_options(timeout=20_000)
+    return playwright_api
 
 
 @pytest.fixture(scope="module")

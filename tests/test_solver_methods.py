@@ -245,13 +245,13 @@ def test_jacobi_sweeps_where_no_in_place_kernel(monkeypatch):
                       backend="serial")[0]
     mdp = plan.mdp
     gauss_seidel = value_iteration(mdp)
-    monkeypatch.setattr(solvers, "_IN_PLACE_MATVEC", False)
+    monkeypatch.setitem(solvers._KERNELS, "in place", None)
     jacobi = value_iteration(mdp)
     assert jacobi.sweeps > gauss_seidel.sweeps
     np.testing.assert_allclose(jacobi.values, gauss_seidel.values, rtol=0, atol=2 * TOL)
     penalty = -np.where(np.arange(mdp.n_states) % 5 == 0, 1.0, 0.0)
     a = lexicographic_value_iteration(mdp, penalty, slack=50.0, task_result=plan.task_solution, step_cost=0.01)
-    monkeypatch.setattr(solvers, "_IN_PLACE_MATVEC", None)
+    monkeypatch.delitem(solvers._KERNELS, "in place")  # checked again: the kernel
     b = lexicographic_value_iteration(mdp, penalty, slack=50.0, task_result=plan.task_solution, step_cost=0.01)
     np.testing.assert_allclose(a.secondary.values, b.secondary.values, rtol=0, atol=2 * TOL)
 
@@ -266,6 +266,32 @@ def test_in_place_kernel_is_gauss_seidel():
     v = np.array([0.0, 4.0, 1.0])
     kernel(2, 3, indptr, indices, data, v, v)
     np.testing.assert_array_equal(v, [3.0, 1.5, 1.0])
+
+
+def test_direct_products_are_those_of_scipy_bit_for_bit(monkeypatch):
+    """The backups and state distributions call scipy's CSR kernel directly (no checks per
+    call); the products are `@`'s, bit for bit, with or without the kernel."""
+    plan = plan_fleet(generate_scenario(load_map(MAPS / "warehouse" / "warehouse-2.map"), 1, seed=0),
+                      backend="serial")[0]
+    mdp, rng = plan.mdp, np.random.default_rng(3)
+    matrix = mdp.action_major()
+    x = rng.normal(size=mdp.n_states)
+    out = np.full(matrix.shape[0], np.nan)
+    assert solvers._plain_matvec() is not None
+    np.testing.assert_array_equal(solvers._product(matrix)(x, out), matrix @ x)
+    p_t = mdp.policy_matrix(plan.policy).T.tocsr()
+    reference = [np.eye(mdp.n_states)[mdp.start]]
+    for _ in range(30):
+        reference.append(p_t @ reference[-1])
+    direct = solvers.state_distributions(mdp, plan.policy, 30)
+    np.testing.assert_array_equal(direct, reference)
+    fast = value_iteration(mdp)
+    monkeypatch.setitem(solvers._KERNELS, "plain", None)
+    np.testing.assert_array_equal(solvers._product(matrix)(x, out), matrix @ x)
+    np.testing.assert_array_equal(solvers.state_distributions(mdp, plan.policy, 30), reference)
+    slow = value_iteration(mdp)
+    np.testing.assert_array_equal(fast.values, slow.values)
+    np.testing.assert_array_equal(fast.q_values, slow.q_values)
 
 
 def test_solving_leaves_the_mdp_unchanged_and_layouts_are_not_pickled():
