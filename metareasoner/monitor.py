@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from scipy.special import gammaln, xlogy
 
 from planner.mdp import TabularMDP
-from planner.solvers import simulate, state_distributions
+from planner.solvers import reached_state_distributions, simulate
 
 #: the exact NSE-state rate tracks capped counts for every (zone, value) cell jointly;
 #: above this many joint count states it is left to Monte Carlo
@@ -108,8 +108,8 @@ def cell_occupancy(robots: Sequence[RobotModel], horizon: int, n_zones: int, n_v
     n_cells = (n_zones + 1) * n_values
     occ = np.empty((len(firsts), horizon + 1, n_cells))
     for k, robot in enumerate(firsts):
-        dist = state_distributions(robot.mdp, robot.policy, horizon)
-        cells = robot.zone * n_values + robot.value
+        reach, dist = reached_state_distributions(robot.mdp, robot.policy, horizon)  # states never reached add 0
+        cells = robot.zone[reach] * n_values + robot.value[reach]
         onehot = sp.csr_matrix((np.ones(len(cells)), (np.arange(len(cells)), cells)),
                                shape=(len(cells), n_cells))
         occ[k] = (onehot.T @ dist.T).T

@@ -285,6 +285,16 @@ def test_direct_products_are_those_of_scipy_bit_for_bit(monkeypatch):
         reference.append(p_t @ reference[-1])
     direct = solvers.state_distributions(mdp, plan.policy, 30)
     np.testing.assert_array_equal(direct, reference)
+    # computed on the states reached from the start only: every other state has probability 0
+    reach, reached = solvers.reached_state_distributions(mdp, plan.policy, 30)
+    others = np.setdiff1d(np.arange(mdp.n_states), reach)
+    assert len(others) and not np.asarray(reference)[:, others].any()
+    np.testing.assert_array_equal(reached, np.asarray(reference)[:, reach])
+    elsewhere = int(reach[len(reach) // 2])
+    from_there = [np.eye(mdp.n_states)[elsewhere]]
+    for _ in range(10):
+        from_there.append(p_t @ from_there[-1])
+    np.testing.assert_array_equal(solvers.state_distributions(mdp, plan.policy, 10, start=elsewhere), from_there)
     fast = value_iteration(mdp)
     monkeypatch.setitem(solvers._KERNELS, "plain", None)
     np.testing.assert_array_equal(solvers._product(matrix)(x, out), matrix @ x)
