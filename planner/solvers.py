@@ -688,23 +688,28 @@ def policy_evaluation(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray | 
     return np.atleast_1d(spla.spsolve(system, r_pi))
 
 
+def _reached_chain(p_pi: sp.csr_matrix, origin: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
+    """The states a policy's chain `p_pi` reaches from `origin` (sorted), each state's position
+    among them (-1: not reached), and the chain on them: a closed set, since every successor of
+    a reached state is reached (an entry into another state holds probability 0 and is zeroed);
+    each row keeps its entries' order."""
+    reach = np.sort(csgraph.breadth_first_order(p_pi, origin, directed=True, return_predecessors=False))
+    position = np.full(p_pi.shape[0], -1, dtype=np.int64)
+    position[reach] = np.arange(len(reach))
+    sub = csr_rows(p_pi, reach)
+    columns = position[sub.indices]
+    keep = columns >= 0
+    data = sub.data if keep.all() else np.where(keep, sub.data, 0.0)
+    return reach, position, sp.csr_matrix((data, np.maximum(columns, 0), sub.indptr), shape=(len(reach),) * 2)
+
+
 def evaluate_from_start(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray | None = None) -> float | None:
     """V^pi(s0) for `reward` (default: the task reward) if the deterministic `policy` finishes
     surely from the start, else None: `finishes_surely(...)[start]` and
     `policy_evaluation(...)[start]` in one, on the states the policy reaches from the start
     only (a closed set under the policy, so its values there are the whole MDP's)."""
     policy = np.asarray(policy)
-    p_pi = mdp.policy_matrix(policy)
-    reach = np.sort(csgraph.breadth_first_order(p_pi, mdp.start, directed=True, return_predecessors=False))
-    position = np.full(mdp.n_states, -1, dtype=np.int64)
-    position[reach] = np.arange(len(reach))
-    sub = csr_rows(p_pi, reach)
-    columns = position[sub.indices]  # every successor of a reached state is reached (or has probability 0)
-    keep = columns >= 0
-    if not keep.all():
-        sub = sp.csr_matrix((np.where(keep, sub.data, 0.0), np.maximum(columns, 0), sub.indptr), shape=(len(reach),) * 2)
-    else:
-        sub = sp.csr_matrix((sub.data, columns, sub.indptr), shape=(len(reach),) * 2)
+    reach, position, sub = _reached_chain(mdp.policy_matrix(policy), mdp.start)
     terminal = mdp.terminal[reach]
     if not terminal.any():
         return None
@@ -768,15 +773,7 @@ def reached_state_distributions(
     if horizon < 0:
         raise ValueError("horizon must be >= 0")
     origin = mdp.start if start is None else int(start)
-    p_pi = mdp.policy_matrix(policy)
-    reach = np.sort(csgraph.breadth_first_order(p_pi, origin, directed=True, return_predecessors=False))
-    position = np.full(mdp.n_states, -1, dtype=np.int64)
-    position[reach] = np.arange(len(reach))
-    sub = csr_rows(p_pi, reach)
-    columns = position[sub.indices]
-    keep = columns >= 0  # an entry into a state not reached holds probability 0
-    sub = sp.csr_matrix((np.where(keep, sub.data, 0.0), np.maximum(columns, 0).astype(sub.indices.dtype),
-                         sub.indptr), shape=(len(reach),) * 2)
+    reach, position, sub = _reached_chain(mdp.policy_matrix(policy), origin)
     step = _product(sub.T.tocsr())
     dist = np.zeros((horizon + 1, len(reach)))
     dist[0, position[origin]] = 1.0
