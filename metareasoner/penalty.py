@@ -132,8 +132,9 @@ class NSEPenalty:
         if n.dtype.kind in "iu" and n.size and int(n.min()) >= 0 and (int(n.max()) + 1) * self.n_terms <= TABLE_ENTRIES:
             # integer counts: looked up in the table of g_t(0..max) (the same values, no log per entry)
             top = int(n.max())
-            if self._term_table.shape[1] <= top:
-                self._term_table = self._term_values_direct(np.arange(min(max(top + 1, 2 * self._term_table.shape[1]), TABLE_ENTRIES // max(1, self.n_terms)))[:, None]).T
+            if self._term_table.shape[1] <= top:  # grown at least twofold, up to TABLE_ENTRIES
+                size = min(max(top + 1, 2 * self._term_table.shape[1]), TABLE_ENTRIES // max(1, self.n_terms))
+                self._term_table = self._term_values_direct(np.arange(size)[:, None]).T
             table = self._term_table
             if n.shape[-1] == 1:
                 return table[:, n[..., 0]].transpose(*range(1, n.ndim), 0)
