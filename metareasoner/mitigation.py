@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from planner.backends import Backend, get_backend
-from planner.budget import BudgetedPolicy, budgeted_lvi
+from planner.budget import BudgetedPolicy
 from planner.domains import get_domain
 from planner.scenario import RobotPlan, Scenario, plan_fleet
 from planner.solvers import policy_evaluation, state_distributions
@@ -345,6 +345,7 @@ class Mitigation(BaseEstimator):
         floor = counts.total()
 
         local: dict[int, np.ndarray] = {}  # what each robot last replanned with (beyond its orders)
+        brackets: dict[int, dict] = {}  # id(MDP) -> the planners' last brackets on it (this run only)
         rounds: list[RoundReport] = []
         share = None
         k = math.ceil(self.update_fraction * n)
@@ -386,7 +387,7 @@ class Mitigation(BaseEstimator):
                 new = proposal.penalty(i)
                 local[i] = local[i] + new if strategy.accumulates and i in local else new
                 jobs.append((i, local[i] + orders[i] if i in orders else local[i]))
-            planned = self._replan_many(strategy, fleet, jobs, budgets)
+            planned = self._replan_many(strategy, fleet, jobs, budgets, brackets)
             seconds["replan"] += time.perf_counter() - clock
             report("accept", done)
             clock = time.perf_counter()
@@ -478,10 +479,12 @@ class Mitigation(BaseEstimator):
         return out
 
     def _replan_many(self, strategy: PenaltyStrategy | None, fleet: Fleet, jobs: list[tuple[int, np.ndarray]],
-                     budgets: np.ndarray) -> list[BudgetedPolicy]:
+                     budgets: np.ndarray, brackets: dict[int, dict] | None = None) -> list[BudgetedPolicy]:
         """Replan each (robot, local penalty) within its budget: one solve per distinct (MDP,
         penalty, budget), run on `self.backend` in chunks of robots sharing an MDP (each MDP
-        travels once per chunk)."""
+        travels once per chunk). `brackets` (id(MDP) -> planner -> bracket) seeds each chunk's
+        searches and keeps what the last chunk of each MDP found, for the next call."""
+        brackets = {} if brackets is None else brackets
         if not jobs:
             return []
         penalty_of = dict(jobs)
@@ -496,8 +499,12 @@ class Mitigation(BaseEstimator):
         chunks = [members[s:s + size] for members in groups.values() for s in range(0, len(members), size)]
         results = get_backend(self.backend).map(
             _replan_chunk, [(strategy, self.bisection_steps, fleet.plans[c[0]],
-                             [(penalty_of[i], float(budgets[i])) for i in c]) for c in chunks])
-        solved = {key_of[i]: result for chunk, out in zip(chunks, results) for i, result in zip(chunk, out)}
+                             [(penalty_of[i], float(budgets[i])) for i in c],
+                             dict(brackets.get(id(fleet.plans[c[0]].mdp), {}))) for c in chunks])
+        solved = {}
+        for chunk, (out, found) in zip(chunks, results):
+            solved.update((key_of[i], result) for i, result in zip(chunk, out))
+            brackets[id(fleet.plans[chunk[0]].mdp)] = found
         return [solved[key_of[i]] for i, _ in jobs]
 
     def _regrets(self, fleet: Fleet, policies) -> np.ndarray:
@@ -515,18 +522,20 @@ class Mitigation(BaseEstimator):
 
 
 def replan_within_budget(strategy: PenaltyStrategy | None, plan: RobotPlan, penalty: np.ndarray, budget: float,
-                         bisection_steps: int = 6) -> BudgetedPolicy:
+                         bisection_steps: int = 6, brackets: dict | None = None) -> BudgetedPolicy:
     """The robot's policy for `penalty` within `budget`: the strategy's own planner, or budgeted
-    LVI (operators' orders, and every method that does not bring its own)."""
-    if strategy is not None:
-        return strategy.replan(plan, penalty, budget, bisection_steps)
-    return budgeted_lvi(plan.mdp, -penalty, budget, task=plan.task_solution, bisection_steps=bisection_steps)
+    LVI (operators' orders, and every method that does not bring its own). `brackets`: what
+    the searches for earlier robots of this plan found (`PenaltyStrategy.replan`)."""
+    return (strategy or PenaltyStrategy()).replan(plan, penalty, budget, bisection_steps, brackets)
 
 
-def _replan_chunk(job) -> list[BudgetedPolicy]:
-    """A backend job: replan robots that share one plan (MDP), one (penalty, budget) each."""
-    strategy, steps, plan, work = job
-    return [replan_within_budget(strategy, plan, penalty, budget, steps) for penalty, budget in work]
+def _replan_chunk(job) -> tuple[list[BudgetedPolicy], dict]:
+    """A backend job: replan robots that share one plan (MDP), one (penalty, budget) each; each
+    robot's search starts from the settings the one before found (robots of one task are often
+    judged alike there, see `planner.budget._search`), the first from `brackets`. Returns the
+    policies and the brackets after the last robot."""
+    strategy, steps, plan, work, brackets = job
+    return [replan_within_budget(strategy, plan, penalty, budget, steps, brackets) for penalty, budget in work], brackets
 
 
 def counterfactual_share(fleet: Fleet, visits) -> float | None:

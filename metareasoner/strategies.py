@@ -121,9 +121,22 @@ class PenaltyStrategy(BaseEstimator):
     def propose(self, context: RoundContext) -> Proposal:
         raise NotImplementedError
 
-    def replan(self, plan, penalty: np.ndarray, budget: float, bisection_steps: int = 6) -> BudgetedPolicy:
-        """LVI: the task first, then the local penalty, within the robot's budget."""
-        return budgeted_lvi(plan.mdp, -penalty, budget, task=plan.task_solution, bisection_steps=bisection_steps)
+    def replan(self, plan, penalty: np.ndarray, budget: float, bisection_steps: int = 6,
+               brackets: dict | None = None) -> BudgetedPolicy:
+        """LVI: the task first, then the local penalty, within the robot's budget.
+
+        `brackets` (planner name -> `BudgetedPolicy.bracket`), if given, holds what the searches
+        of earlier robots of this plan found: tried first, then updated with this robot's."""
+        return _bracketed(brackets, "lvi", lambda bracket: budgeted_lvi(
+            plan.mdp, -penalty, budget, task=plan.task_solution, bisection_steps=bisection_steps, bracket=bracket))
+
+
+def _bracketed(brackets: dict | None, planner: str, plan_with: Callable[[tuple | None], BudgetedPolicy]) -> BudgetedPolicy:
+    """`plan_with(bracket)` with the bracket `brackets` holds for `planner`, then kept there."""
+    result = plan_with(None if brackets is None else brackets.get(planner))
+    if brackets is not None:
+        brackets[planner] = result.bracket
+    return result
 
 
 def _visited_mean(states: np.ndarray, blame: np.ndarray, n_states: int) -> np.ndarray:
@@ -288,16 +301,18 @@ class BestResponse(PenaltyStrategy):
         self.screening = screening
         self.lagrangian = lagrangian
 
-    def replan(self, plan, penalty: np.ndarray, budget: float, bisection_steps: int = 6) -> BudgetedPolicy:
+    def replan(self, plan, penalty: np.ndarray, budget: float, bisection_steps: int = 6,
+               brackets: dict | None = None) -> BudgetedPolicy:
         """The better (lower expected discounted penalty) of budgeted LVI and, with `lagrangian`,
         the budgeted Lagrangian relaxation `task - lambda * penalty` (lambda bisected): LVI
         restricts every state to near-optimal task actions, the relaxation trades off globally."""
-        lvi = super().replan(plan, penalty, budget, bisection_steps)
+        lvi = super().replan(plan, penalty, budget, bisection_steps, brackets)
         top = float(penalty.max(initial=0.0))
         if not self.lagrangian or top <= 0:
             return lvi
-        relaxed = budgeted_scalarisation(plan.mdp, penalty / top, budget, 1e3, task=plan.task_solution,
-                                         bisection_steps=bisection_steps + 2)
+        relaxed = _bracketed(brackets, "lagrangian", lambda bracket: budgeted_scalarisation(
+            plan.mdp, penalty / top, budget, 1e3, task=plan.task_solution, bisection_steps=bisection_steps + 2,
+            bracket=bracket))
         lvi_cost = discounted_cost(plan.mdp, lvi.policy, penalty)
         return relaxed if discounted_cost(plan.mdp, relaxed.policy, penalty) < lvi_cost else lvi
 
@@ -321,7 +336,8 @@ class ConstrainedReference(BestResponse):
     def __init__(self, screening: int = 4) -> None:
         self.screening = screening
 
-    def replan(self, plan, penalty: np.ndarray, budget: float, bisection_steps: int = 6) -> BudgetedPolicy:
+    def replan(self, plan, penalty: np.ndarray, budget: float, bisection_steps: int = 6,
+               brackets: dict | None = None) -> BudgetedPolicy:
         reference = constrained_optimum(plan.mdp, penalty, budget, task=plan.task_solution)
         regret = max(0.0, plan.task_value - reference.task_value)
         return BudgetedPolicy(reference.policy, regret, budget, 0.0, 1)
@@ -350,11 +366,13 @@ class Considerate(PenaltyStrategy):
 
         return Proposal(context.contributions(), context.per_behaviour(penalty))
 
-    def replan(self, plan, penalty: np.ndarray, budget: float, bisection_steps: int = 6) -> BudgetedPolicy:
+    def replan(self, plan, penalty: np.ndarray, budget: float, bisection_steps: int = 6,
+               brackets: dict | None = None) -> BudgetedPolicy:
         if not self.selfish > 0:
             raise ValueError(f"the selfish coefficient must be positive, got {self.selfish}")
-        return budgeted_scalarisation(plan.mdp, penalty, budget, self.care / self.selfish, task=plan.task_solution,
-                                      bisection_steps=bisection_steps + 2)
+        return _bracketed(brackets, "scalarisation", lambda bracket: budgeted_scalarisation(
+            plan.mdp, penalty, budget, self.care / self.selfish, task=plan.task_solution,
+            bisection_steps=bisection_steps + 2, bracket=bracket))
 
 
 #: method name -> its strategy, built from a `Mitigation`'s parameters (None: naive)

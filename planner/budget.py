@@ -96,6 +96,9 @@ class BudgetedPolicy:
     budget: float  # the budget it meets, task-value units
     setting: float  # LVI slack delta (budgeted_lvi) or cost weight (budgeted_scalarisation) used
     solves: int  # how many policies were computed to find it
+    #: (the setting used, the smallest setting tried above it that was infeasible, inf if none):
+    #: a first guess for another robot of the same MDP (`bracket` of the planners)
+    bracket: tuple[float, float] = (0.0, math.inf)
 
 
 def start_regret(mdp: TabularMDP, task: ValueResult, policy: np.ndarray) -> float:
@@ -106,54 +109,71 @@ def start_regret(mdp: TabularMDP, task: ValueResult, policy: np.ndarray) -> floa
     return max(0.0, float(task.values[mdp.start] - value))
 
 
-def _search(solve, feasible_at_zero: np.ndarray, low: float, high: float, steps: int):
+def _search(solve, fallback, low: float, high: float, steps: int, bracket: tuple[float, float] | None = None):
     """The largest setting in [0, high] whose policy `solve` accepts, by bisection.
 
     `solve(x) -> (policy, ok)`. Tries `high`, then `low` (a setting expected to be feasible),
-    then bisects between the largest feasible and the smallest infeasible setting tried:
-    geometrically when the interval spans orders of magnitude, and by quarters down from an
-    infeasible setting while nothing above 0 is known to be feasible. Setting 0 (the
-    policy `feasible_at_zero`) is the fallback. Returns ((setting, policy), solves).
+    then bisects between the largest feasible and the smallest infeasible setting above it
+    tried: geometrically when the interval spans orders of magnitude, and by quarters down
+    from an infeasible setting while nothing above 0 is known to be feasible. Setting 0 (the
+    policy `fallback()`, called only if no other setting is feasible) is the fallback.
+
+    `bracket` (feasible, infeasible), another robot's result on the same MDP, is tried first:
+    if its feasible setting is feasible here and its infeasible one is not, that is the answer
+    in two solves. It is the bisection's own answer whenever feasibility is monotone (every
+    setting below a feasible one feasible): each setting the bisection would try is then
+    judged as it was for that robot, so it takes the same path. Otherwise the bisection starts
+    from what those two solves told (`high` is not tried above a known infeasible setting, nor
+    `low` below a known feasible one) and stops once it is as narrow as that bracket. Returns ((setting, policy), solves, (setting, smallest
+    infeasible setting tried above it, or inf)).
     """
-    tried = 0
-    best = (0.0, feasible_at_zero)
+    solved: dict[float, tuple] = {}  # setting -> (policy, ok)
+
+    def judge(x: float) -> bool:
+        if x not in solved:
+            solved[x] = solve(x)
+        return solved[x][1]
+
+    def known() -> tuple[float, float]:
+        feasible = max((x for x, (_, ok) in solved.items() if ok), default=0.0)
+        return feasible, min((x for x, (_, ok) in solved.items() if not ok and x > feasible), default=math.inf)
+
+    narrow = 1.0  # the ratio of the bracket at which the bisection may stop early
+    if bracket is not None:
+        feasible, infeasible = bracket
+        if 0 < feasible < infeasible <= high:
+            if judge(feasible) and not judge(infeasible):
+                return (feasible, solved[feasible][0]), len(solved), (feasible, infeasible)
+            narrow = infeasible / feasible
     for x in dict.fromkeys((high, low)):  # high first; low once, if it differs
-        if x <= 0:
-            continue
-        policy, ok = solve(x)
-        tried += 1
-        if ok:
-            best = (x, policy)
+        lo, hi = known()
+        if 0 < x and lo < x < hi and judge(x):
             break
-        high = x
-    lo, hi = best[0], high
-    if lo >= hi:
-        return best, tried
-    for _ in range(steps):
+    lo, hi = known()
+    for _ in range(steps if hi < math.inf else 0):
+        if lo > 0 and hi / lo <= narrow:
+            break
         if lo == 0:
             mid = hi / 4
         elif hi / lo > 4:
             mid = math.sqrt(lo * hi)
         else:
             mid = (lo + hi) / 2
-        policy, ok = solve(mid)
-        tried += 1
-        if ok:
-            best, lo = (mid, policy), mid
-        else:
-            hi = mid
-    return best, tried
+        judge(mid)
+        lo, hi = known()
+    return (lo, solved[lo][0] if lo > 0 else fallback()), len(solved), (lo, hi)
 
 
 def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, task: ValueResult | None = None,
                  tolerance: float = DEFAULT_TOLERANCE, bisection_steps: int = 6,
-                 relative_step_cost: float = 0.01) -> BudgetedPolicy:
+                 relative_step_cost: float = 0.01, bracket: tuple[float, float] | None = None) -> BudgetedPolicy:
     """LVI with the per-robot slack chosen so that the start-state regret meets `budget`.
 
     The secondary objective (`secondary_reward`, minus the local penalty) is solved as a
     stochastic shortest path with a step cost of `relative_step_cost` times the largest penalty,
     so that a robot avoids NSEs by detours, never by stalling forever; a policy is feasible when
-    it finishes surely from the start and its regret is within the budget.
+    it finishes surely from the start and its regret is within the budget. `bracket`: another
+    robot's `BudgetedPolicy.bracket` on this MDP, tried first (see `_search`).
     """
     if not (math.isfinite(budget) and budget >= 0):
         raise ValueError(f"budget must be a finite number >= 0, got {budget}")
@@ -163,10 +183,16 @@ def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, t
         return BudgetedPolicy(task.policy.copy(), 0.0, budget, 0.0, 0)
     step_cost = relative_step_cost * scale
     regrets: dict[int, float] = {}
+    secondary_values: dict[float, np.ndarray] = {}  # slack -> the secondary values solved with it
 
     def solve(delta: float):
+        # the values of the largest smaller slack tried are below V* for this one (fewer
+        # actions allowed there): a start close to it
+        smaller = [d for d in secondary_values if d < delta]
+        start = secondary_values[max(smaller)] if smaller else None
         result = lexicographic_value_iteration(mdp, secondary_reward, delta, task_result=task, tolerance=tolerance,
-                                               step_cost=step_cost)
+                                               step_cost=step_cost, initial_values=start)
+        secondary_values[delta] = result.secondary.values
         policy = result.policy
         value = evaluate_from_start(mdp, policy)
         if value is None:  # does not finish surely from the start
@@ -175,28 +201,32 @@ def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, t
         regrets[id(policy)] = regret
         return policy, regret <= budget + REGRET_TOLERANCE
 
-    zero, _ = solve(0.0)
-    regrets.setdefault(id(zero), start_regret(mdp, task, zero))
+    def fallback():
+        zero, _ = solve(0.0)
+        regrets.setdefault(id(zero), start_regret(mdp, task, zero))
+        return zero
+
     # every action allowed once the per-state slack exceeds the largest Q gap
     finite = np.isfinite(task.q_values)
     gap = float(np.max((task.values[:, None] - task.q_values)[finite], initial=0.0))
     high = (gap + 1.0) / (1.0 - mdp.discount)
-    (delta, policy), tried = _search(solve, zero, min(budget, high), high, bisection_steps)
+    (delta, policy), solves, found = _search(solve, fallback, min(budget, high), high, bisection_steps, bracket)
     regret = regrets.get(id(policy))
     if regret is None:
         regret = start_regret(mdp, task, policy)
-    return BudgetedPolicy(policy, regret, budget, delta, tried + 1)
+    return BudgetedPolicy(policy, regret, budget, delta, solves + (0.0 in secondary_values), found)
 
 
 def budgeted_scalarisation(mdp: TabularMDP, cost: np.ndarray, budget: float, weight: float,
                            task: ValueResult | None = None, tolerance: float = DEFAULT_TOLERANCE,
-                           bisection_steps: int = 8) -> BudgetedPolicy:
+                           bisection_steps: int = 8, bracket: tuple[float, float] | None = None) -> BudgetedPolicy:
     """argmax of `task reward / max|task reward| - w * cost` by value iteration, with the
     largest `w <= weight` (bisected) whose policy finishes and meets `budget` at the start.
 
     With a large `weight` this is the Lagrangian relaxation of the constrained optimum: the
     regret of the scalarised optimum grows with w, and the largest feasible w gives the least
-    cost among the scalarised policies that keep the budget."""
+    cost among the scalarised policies that keep the budget. `bracket`: another robot's
+    `BudgetedPolicy.bracket` on this MDP, tried first (see `_search`)."""
     if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"weight must be a finite number >= 0, got {weight}")
     task = task if task is not None else value_iteration(mdp, tolerance=tolerance)
@@ -212,8 +242,8 @@ def budgeted_scalarisation(mdp: TabularMDP, cost: np.ndarray, budget: float, wei
         ok = value is not None and max(0.0, float(task.values[mdp.start] - value)) <= budget + REGRET_TOLERANCE
         return policy, ok
 
-    (w, policy), tried = _search(solve, task.policy.copy(), weight, weight, bisection_steps)
-    return BudgetedPolicy(policy, start_regret(mdp, task, policy), budget, w, tried)
+    (w, policy), solves, found = _search(solve, task.policy.copy, weight, weight, bisection_steps, bracket)
+    return BudgetedPolicy(policy, start_regret(mdp, task, policy), budget, w, solves, found)
 
 
 @dataclass

@@ -101,8 +101,9 @@ def value_iteration(
       benchmark grid, discounted or not (docs/PERFORMANCE.md).
 
     "mpi" and "pi" start below V* (discounted: at min(R, 0) / (1 - gamma), or at
-    `initial_values` if given; with discount 1: just below the value of a policy sure to
-    finish), and their iterates rise to V*. With discount 1 they stop when the bound proven
+    `initial_values` if given; with discount 1: `initial_values` made a start below V* if
+    they are close enough to one (`_warm_start`), else just below the value of a policy sure
+    to finish), and their iterates rise to V*. With discount 1 they stop when the bound proven
     in `_policy_iteration` gives |V - V*| <= tolerance; if no policy finishes from every
     state, or some reward outside terminal states is not negative, they fall back to "vi"
     (whose behaviour there is unchanged). The result says which method ran, its proven bound
@@ -225,14 +226,17 @@ def _policy_iteration(
         step_cost = -best_live
         if not step_cost > 0:
             return None
-        policy = _finishing_policy(mdp, allowed_am)
-        if policy is None:
-            return None
-        v, start_sweeps = None, 0
-        if not exact:
-            sweeper = _make_sweeper(mdp, r_am, gamma)
-            sweeper.set_policy(policy)
-            v, start_sweeps = _certified_start(mdp, sweeper, policy, r_am, step_cost)
+        v, policy, start_sweeps = None, None, 0
+        if initial_values is not None and not exact:
+            v = _warm_start(mdp, r_am, initial_values, step_cost)
+        if v is None:
+            policy = _finishing_policy(mdp, allowed_am)
+            if policy is None:
+                return None
+            if not exact:
+                sweeper = _make_sweeper(mdp, r_am, gamma)
+                sweeper.set_policy(policy)
+                v, start_sweeps = _certified_start(mdp, sweeper, policy, r_am, step_cost)
         if v is None:
             v = _evaluate_policy(mdp, policy, r_am, gamma)
             if v is None:
@@ -317,6 +321,28 @@ def _policy_iteration(
     values = q.max(axis=1)
     return ValueResult(values, q, np.argmax(q, axis=1), iterations, residual,
                        "pi" if exact else "mpi", sweeps, bound)
+
+
+def _warm_start(mdp: TabularMDP, r_am: np.ndarray, values: np.ndarray, step_cost: float) -> np.ndarray | None:
+    """`values` (say, a solve's over fewer allowed actions) made a start for a shortest path
+    (rewards <= -c < 0 outside terminal states, c = `step_cost`) with Tv >= v, hence v <= V*
+    (value iteration from any v converges to V* here, and rises from a v with Tv >= v); None
+    if they are too far from one (Tv < v - c / 2 somewhere).
+
+    With v <= 0 (0 at terminal states) and rho = max(v - Tv) (plus rounding), v' = (1 + e) v
+    with e = rho / (c - rho) has Tv' >= (1 + e) Tv + e c >= v' + e (c - rho) - rho = v', as
+    every allowed reward is <= -c. The values of the same rewards over fewer actions already
+    have Tv >= v: then e is only rounding."""
+    live = ~mdp.terminal
+    v = np.where(live, np.minimum(np.asarray(values, float), 0.0), 0.0)
+    x = mdp.action_major() @ v
+    x += r_am
+    tv = np.maximum.reduce(x.reshape(mdp.n_actions, mdp.n_states), axis=0)
+    rho = float(np.max((v - tv)[live], initial=0.0))
+    rho = max(rho, 0.0) + 16 * _EPS * float(np.max(np.abs(v), initial=0.0))
+    if not rho < step_cost / 2:
+        return None
+    return v * (1.0 + rho / (step_cost - rho))
 
 
 def _certified_start(mdp: TabularMDP, sweeper, policy: np.ndarray, r_am: np.ndarray, step_cost: float):
@@ -597,6 +623,7 @@ def lexicographic_value_iteration(
     task_result: ValueResult | None = None,
     step_cost: float | None = None,
     method: str = "auto",
+    initial_values: np.ndarray | None = None,
 ) -> LexicographicResult:
     """LVI (Wray et al. 2015) with two objectives: the task first, then `secondary_reward`.
 
@@ -604,7 +631,9 @@ def lexicographic_value_iteration(
     value within `slack` of the optimum at every state. `secondary_reward` is (S,) or
     (S, A); for NSE mitigation it is minus the robot's local penalty. Ties in the
     secondary objective are broken by the task Q-values. Pass `task_result` to reuse
-    an already solved task objective. `method` is `value_iteration`'s, for both objectives.
+    an already solved task objective. `method` is `value_iteration`'s, for both objectives;
+    `initial_values` its start for the secondary objective (with `step_cost`: the secondary
+    values of this LVI with a smaller slack are a start below V*, see `_warm_start`).
     """
     if slack < 0:
         raise ValueError(f"slack must be >= 0, got {slack}")
@@ -623,7 +652,8 @@ def lexicographic_value_iteration(
                              f"got up to {r2.max():.3g}")
         r2 = r2 - step_cost
         r2[mdp.terminal] = 0.0  # done is free: terminal states stay absorbing at zero cost
-        secondary = value_iteration(mdp, r2, allowed=allowed, tolerance=tolerance, discount=1.0, method=method)
+        secondary = value_iteration(mdp, r2, allowed=allowed, tolerance=tolerance, discount=1.0, method=method,
+                                    initial_values=initial_values)
     best2 = secondary.q_values.max(axis=1, keepdims=True)
     near_best = secondary.q_values >= best2 - max(tie_tolerance, tolerance)
     policy = np.argmax(np.where(near_best, task.q_values, -np.inf), axis=1)

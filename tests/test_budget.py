@@ -13,6 +13,7 @@ from metareasoner.strategies import BestResponse, RoundContext
 from planner.budget import (
     REGRET_TOLERANCE,
     TaskBudget,
+    _search,
     budgeted_lvi,
     budgeted_scalarisation,
     constrained_optimum,
@@ -136,3 +137,56 @@ def test_one_robot_against_fixed_others_reference_is_monotone_and_lvi_never_belo
         assert lvi.regret <= budget + REGRET_TOLERANCE
         assert discounted_cost(plan.mdp, lvi.policy, cost) >= ref.cost - 1e-7
         assert policy_evaluation(plan.mdp, lvi.policy)[plan.mdp.start] >= plan.task_value - budget - REGRET_TOLERANCE
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.0, 120.0), st.floats(0.0, 120.0), st.floats(0.5, 100.0), st.integers(0, 8))
+def test_a_bracket_from_another_robot_gives_the_bisections_answer_where_it_is_judged_alike(
+        threshold, other_threshold, low, steps):
+    """`_search` on monotone feasibility (x feasible iff x <= threshold), seeded with the bracket of
+    the search for another threshold: its setting is always feasible, its bracket holds a
+    feasible and an infeasible setting, and where both settings of the seed are judged here as
+    they were there, it is the unseeded search's setting, in two solves."""
+    high = 100.0
+
+    def search(limit, bracket=None):
+        calls = []
+
+        def solve(x):
+            calls.append(x)
+            return f"policy at {x}", x <= limit
+        (setting, policy), solves, found = _search(solve, lambda: f"policy at {0.0}", min(low, high), high, steps, bracket)
+        assert solves == len(calls) == len(set(calls))  # no setting solved twice
+        return setting, policy, solves, found
+
+    other = search(other_threshold)
+    plain = search(threshold)
+    seeded = search(threshold, other[3])
+    for setting, policy, _, (feasible, infeasible) in (plain, seeded):
+        assert setting <= threshold and policy == f"policy at {setting}" and setting == feasible
+        assert infeasible == np.inf or infeasible > threshold
+    feasible, infeasible = other[3]
+    if 0 < feasible <= threshold < infeasible <= high:
+        assert seeded[0] == plain[0] and seeded[2] == 2
+    else:
+        assert seeded[0] <= threshold
+
+
+@given(random_mdps(), st.integers(0, 10_000))
+@settings(max_examples=30, deadline=None)
+def test_budgeted_lvi_seeded_with_another_penalty_s_bracket_meets_the_budget(case, seed):
+    mdp, penalty, fraction = case
+    task = value_iteration(mdp, tolerance=1e-10)
+    budget = fraction * abs(task.values[mdp.start])
+    other = np.random.default_rng(seed).random(mdp.n_states) * (penalty > 0)
+    hint = budgeted_lvi(mdp, -other, budget, task=task).bracket
+    plain = budgeted_lvi(mdp, -penalty, budget, task=task)
+    seeded = budgeted_lvi(mdp, -penalty, budget, task=task, bracket=hint)
+    assert finishes_surely(mdp, seeded.policy)[mdp.start]
+    assert seeded.regret == pytest.approx(start_regret(mdp, task, seeded.policy))
+    assert seeded.regret <= budget + REGRET_TOLERANCE
+    # its own bracket: the same setting again, in two solves (one if nothing is infeasible)
+    again = budgeted_lvi(mdp, -penalty, budget, task=task, bracket=plain.bracket)
+    assert again.setting == plain.setting
+    if 0 < plain.bracket[0] and plain.bracket[1] < np.inf:
+        assert again.solves == 2

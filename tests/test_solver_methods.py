@@ -216,6 +216,47 @@ def test_random_shortest_paths_match_brute_force(seed, n_states, n_actions, step
         assert finishes_surely(mdp, result.policy).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 6), st.integers(2, 3), st.floats(0.01, 1.0))
+def test_shortest_path_from_the_values_of_fewer_allowed_actions(seed, n_states, n_actions, step_cost):
+    """A warm start (budgeted LVI's: the values solved over fewer allowed actions, and starts that
+    are no start at all): "mpi" within tolerance of brute force over the larger action sets, with
+    its bound, the iterates below V*, whichever start it is given (one that is not made a start
+    below V*, `_warm_start`, falls back to the cold start)."""
+    rng = np.random.default_rng(seed)
+    mats, _ = random_mdp(rng, n_states + 1, n_actions, density=0.5)
+    terminal = np.zeros(n_states + 1, bool)
+    terminal[-1] = True
+    for m in mats:
+        m[:, -1] += 0.05
+        m /= m.sum(axis=1, keepdims=True)
+    r = -step_cost - rng.random((n_states + 1, n_actions)) * 2
+    r[terminal] = 0.0
+    mdp = TabularMDP.from_matrices(mats, np.zeros_like(r), 0.9, terminal=terminal)
+    mats = [np.asarray(mdp.action_matrix(a).todense()) for a in range(n_actions)]
+    fewer = np.zeros((n_states + 1, n_actions), bool)
+    fewer[np.arange(n_states + 1), rng.integers(n_actions, size=n_states + 1)] = True
+    more = fewer | (rng.random(fewer.shape) < 0.6)
+    reference = brute_force_shortest_path(mats, r, terminal, more)
+    smaller = value_iteration(mdp, r, allowed=fewer, discount=1.0, tolerance=TOL, method="mpi")
+    cold = value_iteration(mdp, r, allowed=more, discount=1.0, tolerance=TOL, method="mpi")
+    starts = {"fewer actions": smaller.values, "above V*": reference + 1.0, "far below": reference - 1e3,
+              "zero": np.zeros(n_states + 1)}
+    for name, start in starts.items():
+        result = value_iteration(mdp, r, allowed=more, discount=1.0, tolerance=TOL, method="mpi",
+                                 initial_values=start)
+        assert result.method == "mpi", name
+        error = np.max(np.abs(result.values - reference))
+        assert error <= result.error_bound + 1e-12 and result.error_bound <= TOL, (name, error, result.error_bound)
+        assert np.all(result.values <= reference + 1e-12), name
+        assert finishes_surely(mdp, result.policy).all(), name
+        np.testing.assert_array_equal(result.policy[untied(cold.q_values)], cold.policy[untied(cold.q_values)])
+    # which of them are taken as a start (the others fall back to the cold one)
+    r_am = np.ascontiguousarray(np.where(more, r, -np.inf).T).reshape(-1)
+    taken = {name: solvers._warm_start(mdp, r_am, start, step_cost) is not None for name, start in starts.items()}
+    assert taken["fewer actions"] and taken["far below"] and not taken["zero"]  # T0 <= -c < 0 = v: no start
+
+
 def test_shortest_path_without_a_finishing_policy_falls_back_to_value_iteration():
     # state 1 can only loop on itself (not terminal): no policy finishes from it
     T = np.zeros((2, 3, 3))
