@@ -199,13 +199,22 @@ class Generalised(PenaltyStrategy):
         return Proposal(scores, penalty, {"generalise": time.perf_counter() - clock})
 
     def _fit(self, fleet, zone, value, valid, blame):
+        x, y = self.training_set(fleet, zone, value, valid, blame)
+        model = clone(self.regressor) if self.regressor is not None else RandomForestRegressor(
+            n_estimators=50, min_samples_leaf=3, random_state=self.seed)
+        return model.fit(x, y)
+
+    def training_set(self, fleet, zone, value, valid, blame) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y): features (value, in a zone) and blame of each robot in each visited joint state
+        and, with `counterfactuals`, in its valid counterfactual neighbours; at most
+        `max_training_pairs` of them, drawn at random (`seed`)."""
         rng = np.random.default_rng(self.seed)
         in_zone = (zone > 0).astype(np.int64)
         x = [np.stack([value.ravel(), in_zone.ravel()], axis=1)]
         y = [blame.ravel()]
+        pairs = []
         if self.counterfactuals:
             # blame of robot i in each valid counterfactual neighbour s' (its value changed)
-            pairs = []
             for v in range(fleet.n_values):
                 use = valid[:, :, v] & (value != v)
                 if not use.any():
@@ -216,18 +225,23 @@ class Generalised(PenaltyStrategy):
                     rows, agents = rows[pick], agents[pick]
                 pairs.append((rows, agents, np.full(len(rows), v)))
                 x.append(np.stack([np.full(len(rows), v), in_zone[rows, agents]], axis=1))
-            if pairs:
-                # only robot i's blame in s' is needed: O(types) per pair, not O(n V)
-                rows, agents, values = (np.concatenate(a) for a in zip(*pairs))
-                cf_blame = CounterfactualBlame().blame_of_one(fleet.penalty, zone, value, valid, rows, agents, values)
-                y.extend(np.split(cf_blame, np.cumsum([len(p[0]) for p in pairs])[:-1]))
-        x, y = np.concatenate(x), np.concatenate(y)
-        if len(y) > self.max_training_pairs:
-            pick = rng.choice(len(y), self.max_training_pairs, replace=False)
-            x, y = x[pick], y[pick]
-        model = clone(self.regressor) if self.regressor is not None else RandomForestRegressor(
-            n_estimators=50, min_samples_leaf=3, random_state=self.seed)
-        return model.fit(x, y)
+        x = np.concatenate(x)
+        observed = len(y[0])
+        keep = None
+        if len(x) > self.max_training_pairs:  # the training sample, drawn before any blame of s' is computed
+            keep = rng.choice(len(x), self.max_training_pairs, replace=False)
+            x = x[keep]
+        if pairs:
+            # only robot i's blame in s' is needed (O(types) per pair, not O(n V)), and only
+            # for the pairs in the sample
+            rows, agents, values = (np.concatenate(a) for a in zip(*pairs))
+            needed = np.arange(len(rows)) if keep is None else keep[keep >= observed] - observed
+            cf_blame = np.zeros(len(rows))
+            cf_blame[needed] = CounterfactualBlame().blame_of_one(fleet.penalty, zone, value, valid, rows[needed],
+                                                                  agents[needed], values[needed])
+            y.append(cf_blame)
+        y = np.concatenate(y)
+        return x, (y if keep is None else y[keep])
 
 
 class FromLogs(PenaltyStrategy):

@@ -11,6 +11,7 @@ import metareasoner.blame as blame_module
 import metareasoner.monitor as monitor_module
 from metareasoner.blame import CounterfactualBlame
 from metareasoner.mitigation import Fleet, valid_value_table
+from metareasoner.strategies import Generalised, RoundContext
 from metareasoner.monitor import (
     exact_monitor,
     monte_carlo_monitor,
@@ -178,3 +179,41 @@ def test_move_table_matches_the_move_rule():
             inside = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h)
             ok = inside & walkable[np.clip(ty, 0, h - 1), np.clip(tx, 0, w - 1)]
             assert np.array_equal(nx, np.where(ok, tx, x)) and np.array_equal(ny, np.where(ok, ty, y))
+
+
+@pytest.mark.parametrize("max_pairs", [500, 10**9])
+def test_generalised_training_set_blames_only_the_pairs_it_keeps(fleet, max_pairs):
+    """Generalised RECON's training sample is drawn before the counterfactual blames are computed,
+    and only the drawn ones are: the same sample as computing them all and drawing after (the
+    code before), features equal, blames within rounding."""
+    policies = [p.policy for p in fleet.plans]
+    _, visits = monte_carlo_monitor(fleet.penalty, fleet.models(policies), fleet.horizon, episodes=20, seed=3)
+    context = RoundContext(fleet, policies, fleet.counts(policies), visits, 0, 0, 20)
+    _, zone, value = context.joint_states()
+    valid = context.valid(context.joint_states()[0])
+    blame = CounterfactualBlame().blame(fleet.penalty, zone, value, valid)
+    strategy = Generalised(counterfactuals=True, max_training_pairs=max_pairs, seed=5)
+    x, y = strategy.training_set(fleet, zone, value, valid, blame)
+
+    rng = np.random.default_rng(5)  # the code before: every pair's blame, then the draw
+    in_zone = (zone > 0).astype(np.int64)
+    xs, ys = [np.stack([value.ravel(), in_zone.ravel()], axis=1)], [blame.ravel()]
+    for v in range(fleet.n_values):
+        use = valid[:, :, v] & (value != v)
+        if not use.any():
+            continue
+        rows, agents = np.nonzero(use)
+        if len(rows) > max_pairs:
+            pick = rng.choice(len(rows), max_pairs, replace=False)
+            rows, agents = rows[pick], agents[pick]
+        xs.append(np.stack([np.full(len(rows), v), in_zone[rows, agents]], axis=1))
+        ys.append(CounterfactualBlame().blame_of_one(fleet.penalty, zone, value, valid, rows, agents,
+                                                     np.full(len(rows), v)))
+    x_ref, y_ref = np.concatenate(xs), np.concatenate(ys)
+    assert len(x_ref) > 500  # the small limit draws a sample
+    if len(y_ref) > max_pairs:
+        pick = rng.choice(len(y_ref), max_pairs, replace=False)
+        x_ref, y_ref = x_ref[pick], y_ref[pick]
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    assert (y > 0).any()
