@@ -722,14 +722,23 @@ def monte_carlo_monitor(penalty, robots: Sequence[RobotModel], horizon: int, epi
     zone = np.empty_like(states)
     value = np.empty_like(states)
     # Each robot's draws come from the stream robot after robot, as if `simulate` were called
-    # once per robot; robots with the same MDP, policy and start are then advanced together
-    # (bit-identical rollouts, one Python loop over time per group instead of per robot).
+    # once per robot; robots with the same MDP and start are then advanced together, each
+    # episode by its robot's policy (bit-identical rollouts, one Python loop over time per MDP
+    # instead of per robot).
     uniforms = rng.random((n, horizon, episodes))
-    firsts, owner = _unique_runs(robots)
-    for k, robot in enumerate(firsts):
-        members = np.flatnonzero(owner == k)
+    groups: dict[tuple, list[int]] = {}
+    for i, robot in enumerate(robots):
+        groups.setdefault((id(robot.mdp), robot.mdp.start), []).append(i)
+    for members in map(np.asarray, groups.values()):
+        robot = robots[members[0]]
+        policies: dict[bytes, int] = {}
+        row = [policies.setdefault(robots[i].policy.tobytes(), len(policies)) for i in members]
+        table = np.empty((len(policies), robot.mdp.n_states), dtype=np.int64)
+        for i, k in zip(members, row):
+            table[k] = robots[i].policy
         u = uniforms[members].transpose(1, 0, 2).reshape(horizon, len(members) * episodes)
-        run = simulate(robot.mdp, robot.policy, horizon, episodes=len(members) * episodes, uniforms=u)
+        run = simulate(robot.mdp, table, horizon, episodes=len(members) * episodes, uniforms=u,
+                       lanes=np.repeat(row, episodes))
         states[:, :, members] = run.states.reshape(len(members), episodes, horizon + 1).transpose(1, 2, 0)
         same = [i for i in members if np.array_equal(robots[i].zone, robot.zone)
                 and np.array_equal(robots[i].value, robot.value)]

@@ -826,28 +826,40 @@ def simulate(
     seed: int | np.random.Generator | None = None,
     start: int | None = None,
     uniforms: np.ndarray | None = None,
+    lanes: np.ndarray | None = None,
 ) -> Trajectories:
     """Seeded rollouts of `policy`, all episodes advanced together one step at a time.
 
     Step t of every episode consumes one uniform draw: `rng.random(episodes)` per step, or
     row t of `uniforms` (horizon, episodes) when given (then `seed` is not used). Several
-    robots with one MDP and policy are simulated together by passing their draws side by side.
+    robots with one MDP are simulated together by passing their draws side by side, and, if
+    their policies differ, `policy` as a (K, S) table with `lanes` (episodes,) giving each
+    episode's row of it: every episode's states are those it would have alone.
     """
     if uniforms is not None:
         uniforms = np.asarray(uniforms, dtype=float)
         if uniforms.shape != (horizon, episodes):
             raise ValueError(f"uniforms needs shape {(horizon, episodes)}, got {uniforms.shape}")
     rng = np.random.default_rng(seed) if uniforms is None else None
-    p_pi = mdp.policy_matrix(policy)
-    indptr, indices = p_pi.indptr, p_pi.indices
-    cum = np.cumsum(p_pi.data)
+    table = np.atleast_2d(np.asarray(policy))
+    lanes = np.zeros(episodes, dtype=np.intp) if lanes is None else np.asarray(lanes, dtype=np.intp)
+    if lanes.shape != (episodes,) or table.shape[1] != mdp.n_states:
+        raise ValueError(f"policy needs shape (K, {mdp.n_states}) with lanes (episodes,), "
+                         f"got {table.shape} and {lanes.shape}")
+    t_sa = mdp.transitions  # row s * A + a
+    indptr, indices = t_sa.indptr, t_sa.indices
+    # one running sum over every state-action's row; a step draws in its row's stretch of it
+    cum = mdp.derived("transition_cumsum", lambda: np.cumsum(t_sa.data))
     states = np.empty((episodes, horizon + 1), dtype=np.int64)
     states[:, 0] = mdp.start if start is None else start
     actions = np.empty((episodes, horizon), dtype=np.int64)
+    n_actions = mdp.n_actions
     for t in range(horizon):
         s = states[:, t]
-        actions[:, t] = policy[s]
-        lo, hi = indptr[s], indptr[s + 1]
+        a = table[lanes, s]
+        actions[:, t] = a
+        row = s * n_actions + a
+        lo, hi = indptr[row], indptr[row + 1]
         base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
         u = rng.random(episodes) if uniforms is None else uniforms[t]
         target = base + u * (cum[hi - 1] - base)

@@ -83,8 +83,31 @@ def test_simulate_with_given_uniforms_is_the_seeded_stream(fleet):
         simulate(plan.mdp, plan.policy, 30, episodes=40, uniforms=uniforms[:, :3])
 
 
-def test_monte_carlo_monitor_equals_one_simulation_per_robot(fleet):
-    robots = fleet.models([p.policy for p in fleet.plans])
+def old_simulate(mdp, policy, horizon, episodes, rng):
+    """The sampler before: a running sum over the policy's own transition rows."""
+    p_pi = mdp.policy_matrix(policy)
+    indptr, indices, cum = p_pi.indptr, p_pi.indices, np.cumsum(p_pi.data)
+    states = np.empty((episodes, horizon + 1), dtype=np.int64)
+    states[:, 0] = mdp.start
+    for t in range(horizon):
+        s = states[:, t]
+        lo, hi = indptr[s], indptr[s + 1]
+        base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
+        target = base + rng.random(episodes) * (cum[hi - 1] - base)
+        states[:, t + 1] = indices[np.clip(np.searchsorted(cum, target, side="right"), lo, hi - 1)]
+    return states
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_monte_carlo_monitor_equals_one_simulation_per_robot(fleet, mixed):
+    """Robots of one MDP are simulated together, with one policy or (mixed) several: each robot's
+    rollouts are those `simulate` gives it alone, and those of the sampler before."""
+    policies = [p.policy for p in fleet.plans]
+    if mixed:  # every third robot another policy on its MDP
+        rng = np.random.default_rng(1)
+        policies = [rng.integers(p.mdp.n_actions, size=p.mdp.n_states) if i % 3 == 0 else policy
+                    for i, (p, policy) in enumerate(zip(fleet.plans, policies))]
+    robots = fleet.models(policies)
     assert len({id(r.mdp) for r in robots}) < len(robots)  # robots share MDPs: the grouped path is used
     report, visits = monte_carlo_monitor(fleet.penalty, robots, fleet.horizon, episodes=25, seed=5)
     rng = np.random.default_rng(5)
@@ -93,6 +116,9 @@ def test_monte_carlo_monitor_equals_one_simulation_per_robot(fleet):
         assert np.array_equal(visits.states[:, :, i], run.states)
         assert np.array_equal(visits.zone[:, :, i], robot.zone[run.states])
         assert np.array_equal(visits.value[:, :, i], robot.value[run.states])
+    rng = np.random.default_rng(5)
+    for i, robot in enumerate(robots):
+        assert np.array_equal(visits.states[:, :, i], old_simulate(robot.mdp, robot.policy, fleet.horizon, 25, rng))
     assert report.total_penalty > 0
 
 
