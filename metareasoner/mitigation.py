@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -137,15 +137,21 @@ class Fleet:
         rate = _exact_nse_rate(occ, counts.cells, self.scenario.world.min_count, counts.behaviours)
         return MonitorReport("exact", float(per_step.sum()), rate, per_step, per_zone), counts
 
-    def robot_occupancy(self, i: int, policy: np.ndarray) -> np.ndarray:
-        """(H+1, Z+1, V) for robot i following `policy`."""
+    def keep_occupancy(self, i: int, policy: np.ndarray, occupancy: np.ndarray) -> None:
+        """Keep `occupancy`, computed elsewhere (a replan's worker), as robot i's under `policy`."""
         key = self.behaviour_key(i, policy)
         if key not in self._occupancy:
             if len(self._occupancy) > MAX_KEPT_OCCUPANCIES:
                 self._occupancy.clear()
-            self._occupancy[key] = cell_occupancy(
+            self._occupancy[key] = occupancy
+
+    def robot_occupancy(self, i: int, policy: np.ndarray) -> np.ndarray:
+        """(H+1, Z+1, V) for robot i following `policy`."""
+        key = self.behaviour_key(i, policy)
+        if key not in self._occupancy:
+            self.keep_occupancy(i, policy, cell_occupancy(
                 [robot_model(self.plans[i], self.static_feature, self.dynamic_feature, policy)],
-                self.horizon, self.n_zones, self.n_values)[0]
+                self.horizon, self.n_zones, self.n_values)[0])
         return self._occupancy[key]
 
     def state_distribution(self, i: int, policy: np.ndarray) -> np.ndarray:
@@ -497,14 +503,20 @@ class Mitigation(BaseEstimator):
             groups.setdefault(key[0], []).append(i)
         size = max(1, math.ceil(len(first) / 8))
         chunks = [members[s:s + size] for members in groups.values() for s in range(0, len(members), size)]
+        # each new policy's cell occupancy, which the acceptance step needs, is computed by the
+        # worker that planned it (in parallel) and kept on the fleet
         results = get_backend(self.backend).map(
             _replan_chunk, [(strategy, self.bisection_steps, fleet.plans[c[0]],
                              [(penalty_of[i], float(budgets[i])) for i in c],
-                             dict(brackets.get(id(fleet.plans[c[0]].mdp), {}))) for c in chunks])
+                             dict(brackets.get(id(fleet.plans[c[0]].mdp), {})),
+                             (robot_model(fleet.plans[c[0]], fleet.static_feature, fleet.dynamic_feature),
+                              fleet.horizon, fleet.n_zones, fleet.n_values)) for c in chunks])
         solved = {}
-        for chunk, (out, found) in zip(chunks, results):
+        for chunk, (out, found, occupancies) in zip(chunks, results):
             solved.update((key_of[i], result) for i, result in zip(chunk, out))
             brackets[id(fleet.plans[chunk[0]].mdp)] = found
+            for result, occupancy in zip(out, occupancies):
+                fleet.keep_occupancy(chunk[0], result.policy, occupancy)
         return [solved[key_of[i]] for i, _ in jobs]
 
     def _regrets(self, fleet: Fleet, policies) -> np.ndarray:
@@ -529,13 +541,16 @@ def replan_within_budget(strategy: PenaltyStrategy | None, plan: RobotPlan, pena
     return (strategy or PenaltyStrategy()).replan(plan, penalty, budget, bisection_steps, brackets)
 
 
-def _replan_chunk(job) -> tuple[list[BudgetedPolicy], dict]:
+def _replan_chunk(job) -> tuple[list[BudgetedPolicy], dict, list[np.ndarray]]:
     """A backend job: replan robots that share one plan (MDP), one (penalty, budget) each; each
     robot's search starts from the settings the one before found (robots of one task are often
     judged alike there, see `planner.budget._search`), the first from `brackets`. Returns the
-    policies and the brackets after the last robot."""
-    strategy, steps, plan, work, brackets = job
-    return [replan_within_budget(strategy, plan, penalty, budget, steps, brackets) for penalty, budget in work], brackets
+    policies, the brackets after the last robot, and each policy's cell occupancy (H+1, Z+1, V)
+    (`model`: the plan's `RobotModel`, with the horizon and the numbers of zones and values)."""
+    strategy, steps, plan, work, brackets, (model, horizon, n_zones, n_values) = job
+    out = [replan_within_budget(strategy, plan, penalty, budget, steps, brackets) for penalty, budget in work]
+    robots = [replace(model, policy=result.policy) for result in out]
+    return out, brackets, list(cell_occupancy(robots, horizon, n_zones, n_values))
 
 
 def counterfactual_share(fleet: Fleet, visits) -> float | None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from metareasoner.mitigation import METHODS, Fleet, Mitigation, valid_value_table
-from metareasoner.monitor import monte_carlo_monitor
+from metareasoner.monitor import cell_occupancy, monte_carlo_monitor, robot_model
 from metareasoner.strategies import FromLogs
 from metareasoner.penalty import NSEPenalty
 from planner.domains import get_domain
@@ -46,6 +46,26 @@ def test_recon_lowers_the_penalty_within_budget(fleets, name, method):
             assert robot.task_regret == 0
     # the phases were timed
     assert result.seconds["plan"] > 0 and result.seconds["replan"] > 0
+
+
+@pytest.mark.parametrize("method", ["recon", "best-response"])
+def test_the_occupancies_replan_workers_keep_on_the_fleet_are_the_policies_own(method):
+    """The acceptance step reads each candidate's cell occupancy from the fleet, where the replan's
+    worker (another process) left it: equal to the occupancy computed afresh for that policy."""
+    fleet = Fleet.plan(generate_scenario(load_map(MAPS / "salp/salp-1.map"), 10, seed=1, slack=SLACK))
+    result = Mitigation(method=method, update_fraction=0.5, rounds=2, backend="local").run(fleet)
+    assert result.updated
+    kept = dict(fleet._occupancy)
+    checked = 0
+    for i, plan in enumerate(fleet.plans):
+        for key, occupancy in kept.items():
+            if key[0] == id(plan.mdp):
+                policy = np.frombuffer(key[3], dtype=np.dtype(key[1])).reshape(key[2])
+                fresh = cell_occupancy([robot_model(plan, fleet.static_feature, fleet.dynamic_feature, policy)],
+                                       fleet.horizon, fleet.n_zones, fleet.n_values)[0]
+                np.testing.assert_array_equal(occupancy, fresh)
+                checked += 1
+    assert checked > len(fleet.plans)  # the replans' policies too, not only the naive ones
 
 
 @pytest.mark.parametrize("method", METHODS)
