@@ -604,7 +604,15 @@ def _finishing_policy(mdp: TabularMDP, allowed_am: np.ndarray) -> np.ndarray | N
     Breadth-first distances to the terminal states in the graph of allowed transitions; each
     state takes the allowed action most likely to step to a state closer than itself, which
     exists and has a positive probability, so from every state the policy finishes within
-    S steps with positive probability, hence surely."""
+    S steps with positive probability, hence surely. With every action allowed it is the same
+    for every reward: kept on the MDP."""
+    if allowed_am.all():
+        unrestricted = mdp.derived("finishing_policy", lambda: _finishing_policy_over(mdp, allowed_am))
+        return None if unrestricted is None else unrestricted.copy()
+    return _finishing_policy_over(mdp, allowed_am)
+
+
+def _finishing_policy_over(mdp: TabularMDP, allowed_am: np.ndarray) -> np.ndarray | None:
     keep = allowed_am.reshape(mdp.n_actions, mdp.n_states).T.reshape(-1)  # row s * A + a
     distance = terminal_distances(mdp.transitions, mdp.n_actions, mdp.terminal, keep)
     if not np.all(np.isfinite(distance)):

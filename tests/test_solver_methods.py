@@ -405,3 +405,13 @@ def test_evaluate_from_start_equals_finishes_surely_and_policy_evaluation(map_na
                 stuck += 1
                 assert value is None
     assert finishing and stuck  # both branches exercised
+
+
+def test_the_unrestricted_finishing_policy_is_kept_and_never_shared(shipped_plans):
+    mdp = shipped_plans[SHIPPED[0]][0].mdp
+    every = np.ones(mdp.n_states * mdp.n_actions, bool)
+    first = solvers._finishing_policy(mdp, every)
+    np.testing.assert_array_equal(first, solvers._finishing_policy_over(mdp, every))
+    first[:] = -1  # a caller changing its copy changes nothing kept
+    np.testing.assert_array_equal(solvers._finishing_policy(mdp, every), solvers._finishing_policy_over(mdp, every))
+    assert finishes_surely(mdp, solvers._finishing_policy(mdp, every)).all()
