@@ -188,12 +188,13 @@ class Generalised(PenaltyStrategy):
         model = self._fit(fleet, zone, value, valid, blame)
         domain = get_domain(fleet.scenario.world.domain)
         cache: dict[int, np.ndarray] = {}
+        known: dict[bytes, float] = {}  # feature row -> the model's prediction
 
         def penalty(i: int) -> np.ndarray:
             plan = fleet.plans[i]
             if id(plan.mdp) not in cache:
                 phi = domain.generalisation_features(plan.mdp.states, plan.problem)
-                cache[id(plan.mdp)] = np.maximum(0.0, model.predict(phi))
+                cache[id(plan.mdp)] = np.maximum(0.0, _predict_distinct(model, phi, known))
             return cache[id(plan.mdp)]
 
         return Proposal(scores, penalty, {"generalise": time.perf_counter() - clock})
@@ -242,6 +243,19 @@ class Generalised(PenaltyStrategy):
             y.append(cf_blame)
         y = np.concatenate(y)
         return x, (y if keep is None else y[keep])
+
+
+def _predict_distinct(model, phi: np.ndarray, known: dict[bytes, float]) -> np.ndarray:
+    """`model.predict(phi)`, predicting each distinct feature row once (states share few feature
+    values: a robot's MDP has thousands of states and a handful of rows), rows predicted before
+    (`known`, updated) not again. A regressor predicts row by row, so the values are the same."""
+    phi = np.ascontiguousarray(phi)
+    rows, inverse = np.unique(phi, axis=0, return_inverse=True)
+    keys = [row.tobytes() for row in rows]
+    new = [k for k, key in enumerate(keys) if key not in known]
+    if new:
+        known.update(zip((keys[k] for k in new), model.predict(rows[new]).tolist()))
+    return np.array([known[key] for key in keys])[inverse.reshape(-1)]
 
 
 class FromLogs(PenaltyStrategy):

@@ -243,3 +243,20 @@ def test_generalised_training_set_blames_only_the_pairs_it_keeps(fleet, max_pair
     np.testing.assert_array_equal(x, x_ref)
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
     assert (y > 0).any()
+
+
+def test_predictions_of_distinct_feature_rows_are_the_regressors_own():
+    """Generalised RECON predicts each distinct feature row once: the same values, bit for bit,
+    as predicting every state, also for rows known from an earlier MDP."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from metareasoner.strategies import _predict_distinct
+
+    rng = np.random.default_rng(2)
+    x = np.stack([rng.integers(0, 3, 400), rng.integers(0, 2, 400)], axis=1)
+    model = RandomForestRegressor(n_estimators=20, min_samples_leaf=3, random_state=0).fit(x, rng.random(400) + x[:, 0])
+    known: dict = {}
+    for size in (600, 50, 900):  # MDPs of different sizes, later ones mostly known rows
+        phi = np.stack([rng.integers(0, 4, size), rng.integers(0, 2, size)], axis=1)
+        np.testing.assert_array_equal(_predict_distinct(model, phi, known), model.predict(phi))
+    assert len(known) == 8  # 4 x 2 feature rows, each predicted once
