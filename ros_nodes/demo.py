@@ -327,6 +327,9 @@ def run_episode(method: str | None, seed: int, rollouts: int = 100, update_fract
         # exception on its way (a SIGTERM's SystemExit arriving half-way through a ROS call can
         # leave the watcher or the context half-made).
         codes = nodes.stop() if nodes is not None else {}
+        failed = {fqn for fqn, code in codes.items() if code != 0}
+        if failed:  # their logs go with the temporary directory: what they said, before it does
+            print(f"nodes that did not exit cleanly: {sorted(failed)}\n{nodes.logs(failed)}", file=sys.stderr, flush=True)
         if watcher is not None:
             _clean_up(watcher.destroy, "destroying the watcher")
         if context is not None:

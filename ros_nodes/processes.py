@@ -181,5 +181,7 @@ class NodeGroup:
             node.signal(signal.SIGINT)
         return {node.spec.fqn: node.stop(10.0) for node in order}
 
-    def logs(self) -> str:
-        return "\n".join(f"----- {n.spec.fqn} -----\n{n.log()[-4000:]}" for n in self.nodes)
+    def logs(self, only: set[str] | None = None) -> str:
+        """The end of each node's log (of the nodes named in `only`, if given)."""
+        return "\n".join(f"----- {n.spec.fqn} -----\n{n.log()[-4000:]}" for n in self.nodes
+                         if only is None or n.spec.fqn in only)

@@ -53,12 +53,17 @@ def logger_function(node: Node) -> Callable[[str, str], None]:
     return log
 
 
+#: set by the first SIGINT/SIGTERM: from then on the node is stopping
+_stopping = {"requested": False}
+
+
 def _raise_interrupt(signum, frame):  # noqa: ARG001
     """The first SIGINT/SIGTERM stops the node; later ones are ignored, so that a second signal
     (a supervisor signals twice: Ctrl-C, then its own stop) cannot interrupt the stopping itself
     and end the process by an unhandled KeyboardInterrupt (exit status -2)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _stopping["requested"] = True
     raise KeyboardInterrupt
 
 
@@ -76,14 +81,23 @@ def main(factory: Callable[[], Node], argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     node = None
     status = 0
+    name = getattr(factory, "__name__", "node")
+    _stopping["requested"] = False
     try:
         node = factory()
         rclpy.spin(node)
     except KeyboardInterrupt:
         pass
     except ValueError as error:  # a bad parameter: one line, no traceback
-        print(f"{getattr(factory, '__name__', 'node')}: error: {error}", file=sys.stderr, flush=True)
+        print(f"{name}: error: {error}", file=sys.stderr, flush=True)
         status = 2
+    except Exception as error:
+        # the stop signal interrupts whatever ROS call was running; the clean-up of that call
+        # may then raise in its place (a wait set or handle half-released): still a stop
+        if not _stopping["requested"]:
+            raise
+        print(f"{name}: stopped during a ROS call that then failed: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

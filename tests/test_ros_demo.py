@@ -103,7 +103,7 @@ def test_a_demo_prints_its_dashboard_and_leaves_nothing_behind(tmp_path):
     for robot in ("tb1", "tb2"):
         assert episode["visited"][robot] == episode["planned"][robot]
     assert episode["observations"] == sum(episode["steps"].values()) + 2
-    assert set(episode["exit_codes"].values()) == {0}, (episode["exit_codes"], err[-3000:])
+    assert set(episode["exit_codes"].values()) == {0}, f"{episode['exit_codes']}\n{err[-6000:]}"
     assert out["summary"][0]["episodes"] == 1
     # nothing of ours is left: no process (service, its run workers, nodes) and no temporary folder
     deadline = time.monotonic() + 10
