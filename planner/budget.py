@@ -124,8 +124,9 @@ def _search(solve, fallback, low: float, high: float, steps: int, bracket: tuple
     setting below a feasible one feasible): each setting the bisection would try is then
     judged as it was for that robot, so it takes the same path. Otherwise the bisection starts
     from what those two solves told (`high` is not tried above a known infeasible setting, nor
-    `low` below a known feasible one) and stops once it is as narrow as that bracket. Returns ((setting, policy), solves, (setting, smallest
-    infeasible setting tried above it, or inf)).
+    `low` below a known feasible one) and stops once it is as narrow as that bracket.
+    Returns ((setting, policy), solves, (setting, smallest infeasible setting tried above it,
+    or inf)).
     """
     solved: dict[float, tuple] = {}  # setting -> (policy, ok)
 

@@ -188,22 +188,28 @@ def brute_force_shortest_path(mats, r, terminal, allowed):
     return best
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(2, 6), st.integers(1, 3), st.floats(0.01, 1.0))
-def test_random_shortest_paths_match_brute_force(seed, n_states, n_actions, step_cost):
-    """Discount 1, rewards <= -step_cost, some actions not allowed: "mpi" and "pi" within
-    tolerance of the best policy found by enumeration, with a bound that covers the error."""
+def random_shortest_path(seed, n_states, n_actions, step_cost):
+    """A random shortest path: n_states live states and a goal every state-action reaches with
+    some probability, rewards <= -step_cost; (rng, mdp, dense transition matrices, rewards, terminal)."""
     rng = np.random.default_rng(seed)
     mats, _ = random_mdp(rng, n_states + 1, n_actions, density=0.5)
     terminal = np.zeros(n_states + 1, bool)
     terminal[-1] = True
-    for m in mats:  # every state-action reaches the goal with some probability
+    for m in mats:
         m[:, -1] += 0.05
         m /= m.sum(axis=1, keepdims=True)
     r = -step_cost - rng.random((n_states + 1, n_actions)) * 2
     r[terminal] = 0.0
     mdp = TabularMDP.from_matrices(mats, np.zeros_like(r), 0.9, terminal=terminal)
-    mats = [np.asarray(mdp.action_matrix(a).todense()) for a in range(n_actions)]
+    return rng, mdp, [np.asarray(mdp.action_matrix(a).todense()) for a in range(n_actions)], r, terminal
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 6), st.integers(1, 3), st.floats(0.01, 1.0))
+def test_random_shortest_paths_match_brute_force(seed, n_states, n_actions, step_cost):
+    """Discount 1, rewards <= -step_cost, some actions not allowed: "mpi" and "pi" within
+    tolerance of the best policy found by enumeration, with a bound that covers the error."""
+    rng, mdp, mats, r, terminal = random_shortest_path(seed, n_states, n_actions, step_cost)
     allowed = rng.random((n_states + 1, n_actions)) < 0.7
     allowed[np.arange(n_states + 1), rng.integers(n_actions, size=n_states + 1)] = True
     reference = brute_force_shortest_path(mats, r, terminal, allowed)
@@ -223,17 +229,7 @@ def test_shortest_path_from_the_values_of_fewer_allowed_actions(seed, n_states, 
     are no start at all): "mpi" within tolerance of brute force over the larger action sets, with
     its bound, the iterates below V*, whichever start it is given (one that is not made a start
     below V*, `_warm_start`, falls back to the cold start)."""
-    rng = np.random.default_rng(seed)
-    mats, _ = random_mdp(rng, n_states + 1, n_actions, density=0.5)
-    terminal = np.zeros(n_states + 1, bool)
-    terminal[-1] = True
-    for m in mats:
-        m[:, -1] += 0.05
-        m /= m.sum(axis=1, keepdims=True)
-    r = -step_cost - rng.random((n_states + 1, n_actions)) * 2
-    r[terminal] = 0.0
-    mdp = TabularMDP.from_matrices(mats, np.zeros_like(r), 0.9, terminal=terminal)
-    mats = [np.asarray(mdp.action_matrix(a).todense()) for a in range(n_actions)]
+    rng, mdp, mats, r, terminal = random_shortest_path(seed, n_states, n_actions, step_cost)
     fewer = np.zeros((n_states + 1, n_actions), bool)
     fewer[np.arange(n_states + 1), rng.integers(n_actions, size=n_states + 1)] = True
     more = fewer | (rng.random(fewer.shape) < 0.6)
