@@ -235,6 +235,12 @@ def test_map_replan_results_and_compare(dash):
     # deploys by itself); the result, the runs table and the map follow the API
     assert dash.get(f"/scenarios/{scenario}")["auto_deploy"] is False
     expect(dash.by("deploy-on-success")).not_to_be_checked()
+    # a push of the same scenario (here a rename, undone) keeps the operator's tick
+    page.set_checked("#deploy-on-success", True)
+    for name in (f"{DEMO} (renamed)", DEMO):
+        assert dash.api("PATCH", f"/scenarios/{scenario}", json={"name": name}).status_code == 200
+        expect(dash.by("scenario-title")).to_have_text(name)
+        expect(dash.by("deploy-on-success")).to_be_checked()
     run, phases = dash.replan("gen-recon-cf", deploy=True)
     assert run["deploy_on_success"] is True
     took = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["created_at"])

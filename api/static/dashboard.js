@@ -32,6 +32,7 @@
     selectedRunId: null,
     liveRunId: null,
     liveWasActive: false,
+    deployDefaultFor: null, // "scenario:auto_deploy" the replan box was last defaulted for
     runEvents: {}, // run id -> pushed events seen: an answer fetched before one of them is older
     runTimer: null,
     monitorTimer: null,
@@ -323,7 +324,13 @@
     $("undeploy-button").hidden = !sc.deployed_run_id;
     if (document.activeElement !== $("tolerance")) $("tolerance").value = String(sc.tolerance);
     $("auto-deploy").checked = Boolean(sc.auto_deploy);
-    $("deploy-on-success").checked = Boolean(sc.auto_deploy);
+    // The replan box defaults to the scenario's setting, but only when the scenario or that
+    // setting changes: a later push of the same scenario must not undo the operator's tick.
+    const defaults = `${sc.id}:${Boolean(sc.auto_deploy)}`;
+    if (state.deployDefaultFor !== defaults) {
+      state.deployDefaultFor = defaults;
+      $("deploy-on-success").checked = Boolean(sc.auto_deploy);
+    }
     renderTokenRobots(sc);
   }
 
