@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from scipy.special import gammaln, xlogy
 
 from planner.mdp import TabularMDP
-from planner.solvers import reached_state_distributions, simulate
+from planner.solvers import reached_state_distributions, simulate_lanes
 
 #: the exact NSE-state rate tracks capped counts for every (zone, value) cell jointly;
 #: above this many joint count states it is left to Monte Carlo
@@ -718,42 +718,46 @@ def monte_carlo_monitor(penalty, robots: Sequence[RobotModel], horizon: int, epi
         raise ValueError("Monte Carlo needs at least 2 episodes for its standard error")
     rng = np.random.default_rng(seed)
     n = len(robots)
-    states = np.empty((episodes, horizon + 1, n), dtype=np.int64)
+    # Each robot's draws come from the stream robot after robot, as if `simulate` were called
+    # once per robot; every robot's episodes are then advanced together, each by its robot's
+    # MDP and policy (bit-identical rollouts, one Python loop over time for the whole fleet).
+    uniforms = rng.random((n, horizon, episodes))
+    # lane e * n + i is robot i's episode e; robots with one MDP and policy share a model
+    models: list[tuple] = []
+    known: dict[tuple, int] = {}
+    model_of = np.empty(n, dtype=np.intp)
+    for i, robot in enumerate(robots):
+        key = (id(robot.mdp), robot.policy.tobytes())
+        if key not in known:
+            known[key] = len(models)
+            models.append((robot.mdp, robot.policy))
+        model_of[i] = known[key]
+    starts = np.array([robot.mdp.start for robot in robots], dtype=np.int64)
+    lanes = simulate_lanes(models, np.tile(model_of, episodes), horizon,
+                           uniforms.transpose(1, 2, 0).reshape(horizon, episodes * n), np.tile(starts, episodes))
+    del uniforms
+    states = np.ascontiguousarray(lanes.reshape(horizon + 1, episodes, n).transpose(1, 0, 2))
+    del lanes
     zone = np.empty_like(states)
     value = np.empty_like(states)
-    # Each robot's draws come from the stream robot after robot, as if `simulate` were called
-    # once per robot; robots with the same MDP and start are then advanced together, each
-    # episode by its robot's policy (bit-identical rollouts, one Python loop over time per MDP
-    # instead of per robot).
-    uniforms = rng.random((n, horizon, episodes))
-    groups: dict[tuple, list[int]] = {}
-    for i, robot in enumerate(robots):
-        groups.setdefault((id(robot.mdp), robot.mdp.start), []).append(i)
-    for members in map(np.asarray, groups.values()):
-        robot = robots[members[0]]
-        policies: dict[bytes, int] = {}
-        row = [policies.setdefault(robots[i].policy.tobytes(), len(policies)) for i in members]
-        table = np.empty((len(policies), robot.mdp.n_states), dtype=np.int64)
-        for i, k in zip(members, row):
-            table[k] = robots[i].policy
-        u = uniforms[members].transpose(1, 0, 2).reshape(horizon, len(members) * episodes)
-        run = simulate(robot.mdp, table, horizon, episodes=len(members) * episodes, uniforms=u,
-                       lanes=np.repeat(row, episodes))
-        states[:, :, members] = run.states.reshape(len(members), episodes, horizon + 1).transpose(1, 2, 0)
-        same = [i for i in members if np.array_equal(robots[i].zone, robot.zone)
-                and np.array_equal(robots[i].value, robot.value)]
-        zone[:, :, same] = robot.zone[states[:, :, same]]
-        value[:, :, same] = robot.value[states[:, :, same]]
-        for i in set(members.tolist()) - set(same):
-            zone[:, :, i] = robots[i].zone[states[:, :, i]]
-            value[:, :, i] = robots[i].value[states[:, :, i]]
-    del uniforms
-    flat_pen = penalty(zone.reshape(-1, n), value.reshape(-1, n))
+    # each robot's zone and value tables, laid end to end (robots of one MDP mostly share them)
+    for table, out in ((lambda r: r.zone, zone), (lambda r: r.value, value)):
+        parts: dict[int, int] = {}
+        offset = np.empty(n, dtype=np.int64)
+        pieces, size = [], 0
+        for i, robot in enumerate(robots):
+            t = table(robot)
+            if id(t) not in parts:
+                parts[id(t)] = size
+                pieces.append(np.asarray(t, dtype=np.int64))
+                size += len(t)
+            offset[i] = parts[id(t)]
+        np.take(np.concatenate(pieces), states + offset, out=out)
+    flat_pen, flat_zones = penalty.with_zones(zone.reshape(-1, n), value.reshape(-1, n))
     pen = flat_pen.reshape(episodes, horizon + 1)
     totals = pen.sum(axis=1)
     rates = (pen > 0).mean(axis=1)
-    per_zone = penalty.zone_breakdown(zone.reshape(-1, n), value.reshape(-1, n)).reshape(
-        episodes, horizon + 1, -1).sum(axis=1).mean(axis=0)
+    per_zone = flat_zones.reshape(episodes, horizon + 1, -1).sum(axis=1).mean(axis=0)
     report = MonitorReport(
         "monte_carlo", float(totals.mean()), float(rates.mean()), pen.mean(axis=0), per_zone,
         standard_error=float(totals.std(ddof=1) / np.sqrt(episodes)),

@@ -167,6 +167,11 @@ class NSEPenalty:
         counts = self.counts(zone, value)
         return self.term_values(counts[:, self.term_zone, self.term_value]) @ self._zone_of_term
 
+    def with_zones(self, zone, value) -> tuple[np.ndarray, np.ndarray]:
+        """`self(zone, value)` and `zone_breakdown(zone, value)`, counting once."""
+        g = self.term_values(self.counts(zone, value)[:, self.term_zone, self.term_value])
+        return g.sum(axis=-1), g @ self._zone_of_term
+
     def participants(self, zone, value) -> np.ndarray:
         """P(s), (B, n) bool: robots counted in some term whose count reaches min_count."""
         zone, value = self.check(zone, value)

@@ -842,7 +842,8 @@ def simulate(
     row t of `uniforms` (horizon, episodes) when given (then `seed` is not used). Several
     robots with one MDP are simulated together by passing their draws side by side, and, if
     their policies differ, `policy` as a (K, S) table with `lanes` (episodes,) giving each
-    episode's row of it: every episode's states are those it would have alone.
+    episode's row of it: every episode's states are those it would have alone. Robots of
+    several MDPs together: `simulate_lanes`.
     """
     if uniforms is not None:
         uniforms = np.asarray(uniforms, dtype=float)
@@ -854,23 +855,99 @@ def simulate(
     if lanes.shape != (episodes,) or table.shape[1] != mdp.n_states:
         raise ValueError(f"policy needs shape (K, {mdp.n_states}) with lanes (episodes,), "
                          f"got {table.shape} and {lanes.shape}")
-    t_sa = mdp.transitions  # row s * A + a
-    indptr, indices = t_sa.indptr, t_sa.indices
-    # one running sum over every state-action's row; a step draws in its row's stretch of it
-    cum = mdp.derived("transition_cumsum", lambda: np.cumsum(t_sa.data))
-    states = np.empty((episodes, horizon + 1), dtype=np.int64)
-    states[:, 0] = mdp.start if start is None else start
-    actions = np.empty((episodes, horizon), dtype=np.int64)
-    n_actions = mdp.n_actions
-    for t in range(horizon):
-        s = states[:, t]
-        a = table[lanes, s]
-        actions[:, t] = a
-        row = s * n_actions + a
-        lo, hi = indptr[row], indptr[row + 1]
+    draw = (lambda t: rng.random(episodes)) if uniforms is None else uniforms.__getitem__
+    origin = mdp.start if start is None else int(start)
+    states, actions = _rollouts([(mdp, row) for row in table], lanes, np.full(episodes, origin), horizon, draw,
+                                keep_actions=True)
+    return Trajectories(np.ascontiguousarray(states.T), np.ascontiguousarray(actions.T))
+
+
+def simulate_lanes(models: list[tuple[TabularMDP, np.ndarray]], lane_model: np.ndarray, horizon: int,
+                   uniforms: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+    """Rollouts of many (MDP, policy) pairs at once, one step of all of them per step: lane l
+    follows `models[lane_model[l]]` from `starts[l]` (default: its MDP's start), step t drawing
+    `uniforms[t, l]`. Returns the states (horizon + 1, L). Each lane's states are those
+    `simulate` gives its MDP and policy with the same draws, bit for bit: a fleet of robots
+    with a few dozen MDPs is one loop over time, not one per MDP."""
+    lane_model = np.asarray(lane_model, dtype=np.intp)
+    uniforms = np.asarray(uniforms, dtype=float)
+    if uniforms.shape != (horizon, len(lane_model)):
+        raise ValueError(f"uniforms needs shape {(horizon, len(lane_model))}, got {uniforms.shape}")
+    if len(lane_model) and not (0 <= lane_model.min() and lane_model.max() < len(models)):
+        raise ValueError(f"lane_model must index the {len(models)} models")
+    if starts is None:
+        starts = np.array([models[k][0].start for k in lane_model], dtype=np.int64)
+    states, _ = _rollouts(models, lane_model, np.asarray(starts, dtype=np.int64), horizon, uniforms.__getitem__)
+    return states
+
+
+def _sampling_rows(mdp: TabularMDP) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per state-action row (s * A + a) of the transitions, cached: the running sum of the
+    probabilities before the row (`base`) and through it (`top`), the running sums inside it
+    (R, W - 1) but the last (+inf there and beyond: the last successor takes the rest), and
+    the successors (R, W), W the longest row. A draw u in row r goes to successor
+    #{j : cum[r, j] <= base + u (top - base)}: `np.searchsorted` over the MDP's running sum
+    clipped to the row, which it is bit for bit, without a search over every row."""
+    def build():
+        t = mdp.transitions
+        lengths = np.diff(t.indptr)
+        if len(lengths) and lengths.min() == 0:
+            raise ValueError("every state-action needs at least one successor to simulate")
+        width = int(lengths.max(initial=1))
+        n_rows = len(lengths)
+        cum = np.cumsum(t.data)
+        lo, hi = t.indptr[:-1], t.indptr[1:]
         base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
-        u = rng.random(episodes) if uniforms is None else uniforms[t]
-        target = base + u * (cum[hi - 1] - base)
-        pos = np.clip(np.searchsorted(cum, target, side="right"), lo, hi - 1)
-        states[:, t + 1] = indices[pos]
-    return Trajectories(states, actions)
+        top = cum[hi - 1]
+        slot = np.arange(width)[None, :]
+        entry = lo[:, None] + slot
+        inside = slot < lengths[:, None]
+        successors = np.where(inside, t.indices[np.minimum(entry, t.nnz - 1)], 0).astype(np.int64)
+        running = np.where(slot[:, : width - 1] < (lengths - 1)[:, None], cum[np.minimum(entry[:, : width - 1], t.nnz - 1)],
+                           np.inf)
+        return base, top, np.ascontiguousarray(running), successors
+    return mdp.derived("sampling_rows", build)
+
+
+def _rollouts(models, lane_model: np.ndarray, starts: np.ndarray, horizon: int, draw, keep_actions: bool = False):
+    """The sampler of `simulate` and `simulate_lanes`: (horizon + 1, L) states and, if asked,
+    (horizon, L) actions. The rows of every MDP involved are stacked (each MDP's own running
+    sums, so the draws compare exactly as in one MDP alone), and the policies laid end to end."""
+    mdps: dict[int, int] = {}
+    tables = []
+    for mdp, _ in models:
+        if id(mdp) not in mdps:
+            mdps[id(mdp)] = len(tables)
+            tables.append((mdp, _sampling_rows(mdp)))
+    width = max(t[1][3].shape[1] for t in tables)
+    row_offset = np.cumsum([0] + [mdp.n_states * mdp.n_actions for mdp, _ in tables])
+    if len(tables) == 1:
+        base, top, running, successors = tables[0][1]
+    else:
+        def stacked(part: int, columns: int, fill):  # rows widened to `columns` with `fill`
+            return np.concatenate([np.pad(rows[part], ((0, 0), (0, columns - rows[part].shape[1])), constant_values=fill)
+                                   for _, rows in tables])
+        base, top = (np.concatenate([rows[part] for _, rows in tables]) for part in (0, 1))
+        running, successors = stacked(2, width - 1, np.inf), stacked(3, width, 0)
+    which = np.array([mdps[id(mdp)] for mdp, _ in models], dtype=np.intp)
+    sizes = [mdp.n_states for mdp, _ in models]
+    policy_offset = np.cumsum([0] + sizes)[:-1]
+    policies = np.concatenate([np.asarray(policy, dtype=np.int64) for _, policy in models]) if models else np.zeros(0, np.int64)
+    n_actions = np.array([tables[k][0].n_actions for k in which], dtype=np.int64)[lane_model]
+    lane_policy = policy_offset[lane_model]
+    lane_rows = row_offset[which][lane_model]
+    lanes = len(lane_model)
+    states = np.empty((horizon + 1, lanes), dtype=np.int64)
+    states[0] = starts
+    actions = np.empty((horizon, lanes), dtype=np.int64) if keep_actions else None
+    for t in range(horizon):
+        s = states[t]
+        a = policies[lane_policy + s]
+        if keep_actions:
+            actions[t] = a
+        row = lane_rows + s * n_actions + a
+        low = base[row]
+        target = low + draw(t) * (top[row] - low)
+        passed = (running[row] <= target[:, None]).sum(axis=1)
+        states[t + 1] = successors[row, passed]
+    return states, actions

@@ -21,7 +21,7 @@ from metareasoner.monitor import (
 from planner.domains.base import _DX, _DY, _PERPENDICULAR, move_outcomes
 from planner.maps import load_map
 from planner.scenario import generate_scenario
-from planner.solvers import _as_state_action_reward, bellman_q, simulate, value_iteration
+from planner.solvers import _as_state_action_reward, bellman_q, simulate, simulate_lanes, value_iteration
 from conftest import MAPS
 from test_blame import instances_with_valid
 
@@ -96,6 +96,38 @@ def old_simulate(mdp, policy, horizon, episodes, rng):
         target = base + rng.random(episodes) * (cum[hi - 1] - base)
         states[:, t + 1] = indices[np.clip(np.searchsorted(cum, target, side="right"), lo, hi - 1)]
     return states
+
+
+def test_lanes_of_several_mdps_are_each_their_own_simulation():
+    """`simulate_lanes` over MDPs of two domains (7 and 8 actions, rows of other widths), other
+    starts and policies, is `simulate` of each lane's MDP and policy with its draws; and both
+    are the sampler before (a search over the MDP's running sum, clipped to the row)."""
+    plans = [p for name in ("salp/salp-2.map", "warehouse/warehouse-1.map")
+             for p in Fleet.plan(generate_scenario(load_map(MAPS / name), 3, seed=2), backend="serial").plans]
+    rng = np.random.default_rng(0)
+    models = [(p.mdp, p.policy) for p in plans] + [(p.mdp, rng.integers(p.mdp.n_actions, size=p.mdp.n_states))
+                                                    for p in plans]
+    assert len({m.n_actions for m, _ in models}) == 2
+    lane_model = rng.integers(len(models), size=60)
+    starts = np.array([rng.integers(models[k][0].n_states) for k in lane_model])
+    horizon = 40
+    uniforms = rng.random((horizon, len(lane_model)))
+    states = simulate_lanes(models, lane_model, horizon, uniforms, starts)
+    for lane, k in enumerate(lane_model):
+        mdp, policy = models[k]
+        alone = simulate(mdp, policy, horizon, episodes=1, start=starts[lane], uniforms=uniforms[:, lane:lane + 1])
+        assert np.array_equal(states[:, lane], alone.states[0])
+        t = mdp.transitions
+        cum, s = np.cumsum(t.data), starts[lane]
+        for step in range(horizon):  # the search of the sampler before
+            row = s * mdp.n_actions + policy[s]
+            lo, hi = t.indptr[row], t.indptr[row + 1]
+            base = cum[lo - 1] if lo > 0 else 0.0
+            s = t.indices[np.clip(np.searchsorted(cum, base + uniforms[step, lane] * (cum[hi - 1] - base), side="right"),
+                                  lo, hi - 1)]
+            assert states[step + 1, lane] == s
+    with pytest.raises(ValueError, match="uniforms needs shape"):
+        simulate_lanes(models, lane_model, horizon, uniforms[:, :3], starts)
 
 
 @pytest.mark.parametrize("mixed", [False, True])

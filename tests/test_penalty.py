@@ -115,6 +115,8 @@ def test_participants_and_zone_breakdown(inst):
             assert brk[b, z] == pytest.approx(brute_zone_penalty(penalty, zr, vr, z) if z else 0.0, abs=1e-12)
     # no participant <=> no penalty (every term is positive once it counts)
     assert np.array_equal(part.any(axis=1), penalty(zone, value) > 0)
+    total, by_zone = penalty.with_zones(zone, value)  # both at once: the same numbers
+    assert np.array_equal(total, penalty(zone, value)) and np.array_equal(by_zone, brk)
 
 
 def test_null_value_and_zone_zero_never_count():
