@@ -546,14 +546,25 @@ class FleetCounts:
             return 0
         dp = new[cols] - old[cols]
         banks = self._bank_of[cols]
-        parts = []  # per bank: (its columns' positions in cols, PGF without robot i, ratio new / old, h_hat w)
+        # robot i's own factor, 1 / (1 - p + p w), where it can be there: its behaviour's cached
+        # term (where it cannot, the factor is 1)
+        own = {t[0]: t for t in self._term(self.p[i], int(self.behaviours[i]))}
+        parts = []  # per bank: (its columns' positions in cols, PGF without robot i, ratio new / old or None, h_hat w)
         for index in np.unique(banks):
             sel = np.flatnonzero(banks == index)
             bank = self._banks[index]
             rows = self._row_of[cols[sel]]
-            inverse = bank.inverse_factor(old[cols[sel]])
-            parts.append((sel, bank.phi[rows] * inverse, bank.factor(new[cols[sel]]) * inverse,
-                          bank.h_hat[rows] * bank.weight))
+            pgf = bank.phi[rows]
+            ratio = bank.factor(new[cols[sel]]) if most > 1 else None  # only a second swap needs it
+            if index in own:
+                _, own_rows, _, inverse = own[index]
+                at = np.full(len(bank.cols), -1)
+                at[rows] = np.arange(len(rows))
+                where = at[own_rows]  # robot i's rows are among these (old > 0 there)
+                pgf[where] *= inverse
+                if ratio is not None:
+                    ratio[where] *= inverse
+            parts.append((sel, pgf, ratio, bank.h_hat[rows] * bank.weight))
         own_old, own_new = old[cols] > 0, new[cols] > 0
         support = self._support[cols] - own_old  # robots that can be there, robot i left out
         step = own_new.astype(np.int64) - own_old
@@ -567,8 +578,9 @@ class FleetCounts:
             if not change < -threshold:
                 break
             taken += 1
-            for _, pgf, ratio, _ in parts:
-                pgf *= ratio
+            if taken < most:
+                for _, pgf, ratio, _ in parts:
+                    pgf *= ratio
         return taken
 
     def _swap_many(self, robots: list[int], p_new: np.ndarray, key) -> None:

@@ -157,3 +157,6 @@ def test_a_run_of_one_behaviour_swaps_as_robot_by_robot(monkeypatch, chunk):
         assert counts.total() == pytest.approx(_reference(counts.p, counts._table).sum(), rel=1e-9, abs=1e-9)
         limited = FleetCounts(_penalty(), occ, keys=kind.tolist())
         assert limited.swap_while_lowering(members.tolist(), p_new, ("new", label), threshold, 3) == min(3, expected)
+        alone = FleetCounts(_penalty(), occ, keys=kind.tolist())  # one robot: judged without a second swap's ratio
+        assert alone.swap_while_lowering(members[:1].tolist(), p_new, ("new", label), threshold, 1) == min(1, expected)
+        assert alone.total() == pytest.approx(_reference(alone.p, alone._table).sum(), rel=1e-9, abs=1e-9)
