@@ -40,6 +40,9 @@ from .solvers import (
 #: with slack 0, LVI keeps actions tied within 1e-9 per state, about 1e-7 from the start
 REGRET_TOLERANCE = 1e-6
 DEFAULT_BUDGET = "10%"
+#: the precision (ratio of the smallest infeasible to the largest feasible setting) a search
+#: seeded with another robot's bracket aims at, at least (`_search`)
+SEARCH_RATIO = 1.05
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,12 @@ def _search(solve, fallback, low: float, high: float, steps: int, bracket: tuple
     if its feasible setting is feasible here and its infeasible one is not, that is the answer
     in two solves. It is the bisection's own answer whenever feasibility is monotone (every
     setting below a feasible one feasible): each setting the bisection would try is then
-    judged as it was for that robot, so it takes the same path. Otherwise the bisection starts
-    from what those two solves told (`high` is not tried above a known infeasible setting, nor
-    `low` below a known feasible one) and stops once it is as narrow as that bracket.
+    judged as it was for that robot, so it takes the same path. Otherwise the answer is
+    usually near (robots of one MDP take similar settings): the search gallops away from the
+    bracket on the side those two solves point to, by ratios q, q^2, q^4, ... of the
+    bracket's own q = infeasible / feasible (down to `low` at most, up to `high`), then
+    bisects what it found down to ratio q. That takes a few solves where a bisection from
+    `high` takes `steps` more.
     Returns ((setting, policy), solves, (setting, smallest infeasible setting tried above it,
     or inf)).
     """
@@ -145,7 +151,10 @@ def _search(solve, fallback, low: float, high: float, steps: int, bracket: tuple
         if 0 < feasible < infeasible <= high:
             if judge(feasible) and not judge(infeasible):
                 return (feasible, solved[feasible][0]), len(solved), (feasible, infeasible)
-            narrow = infeasible / feasible
+            # not narrower than SEARCH_RATIO: a bisection's halvings would make each robot's
+            # bracket narrower than the one before, and its search longer
+            narrow = max(infeasible / feasible, SEARCH_RATIO)
+            _gallop(judge, judge(feasible), feasible, infeasible, narrow, low, high, steps)
     for x in dict.fromkeys((high, low)):  # high first; low once, if it differs
         lo, hi = known()
         if 0 < x and lo < x < hi and judge(x):
@@ -163,6 +172,22 @@ def _search(solve, fallback, low: float, high: float, steps: int, bracket: tuple
         judge(mid)
         lo, hi = known()
     return (lo, solved[lo][0] if lo > 0 else fallback()), len(solved), (lo, hi)
+
+
+def _gallop(judge, up: bool, feasible: float, infeasible: float, ratio: float, low: float, high: float,
+            steps: int) -> None:
+    """From a seed bracket (`feasible`, `infeasible`) judged otherwise here (`up`: both its
+    settings feasible; else its feasible one is not), `judge` settings ever farther from it on
+    that side, by ratios ratio, ratio^2, ratio^4, ..., until one is judged the other way,
+    `high` (up) or `low` (down) is reached, or `steps` settings are tried (`_search`)."""
+    x = infeasible if up else feasible
+    if not up and x <= low:  # nothing between low and the seed: the bisection below takes over
+        return
+    for _ in range(steps):
+        x = min(x * ratio, high) if up else max(x / ratio, low)
+        if judge(x) != up or x == (high if up else low):
+            return
+        ratio *= ratio
 
 
 def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, task: ValueResult | None = None,
@@ -190,6 +215,7 @@ def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, t
         # the values of the largest smaller slack tried are below V* for this one (fewer
         # actions allowed there): a start close to it
         smaller = [d for d in secondary_values if d < delta]
+        larger = [d for d in secondary_values if d > delta]
         start = secondary_values[max(smaller)] if smaller else None
         result = lexicographic_value_iteration(mdp, secondary_reward, delta, task_result=task, tolerance=tolerance,
                                                step_cost=step_cost, initial_values=start)

@@ -83,6 +83,7 @@ def value_iteration(
     initial_values: np.ndarray | None = None,
     discount: float | None = None,
     method: str = "auto",
+    start_policy: np.ndarray | None = None,
 ) -> ValueResult:
     """Solves the Bellman optimality equation, maximising `reward` (default: the task reward)
     over `allowed` actions; the returned values are within `tolerance` of V*.
@@ -103,7 +104,8 @@ def value_iteration(
     "mpi" and "pi" start below V* (discounted: at min(R, 0) / (1 - gamma), or at
     `initial_values` if given; with discount 1: `initial_values` made a start below V* if
     they are close enough to one (`_warm_start`), else just below the value of a policy sure
-    to finish), and their iterates rise to V*. With discount 1 they stop when the bound proven
+    to finish: `start_policy` if it takes allowed actions only and finishes from every state,
+    else one found by a search), and their iterates rise to V*. With discount 1 they stop when the bound proven
     in `_policy_iteration` gives |V - V*| <= tolerance; if no policy finishes from every
     state, or some reward outside terminal states is not negative, they fall back to "vi"
     (whose behaviour there is unchanged). The result says which method ran, its proven bound
@@ -131,8 +133,9 @@ def value_iteration(
         # on the MDP renumbered in order of distance to the goal, then numbered back
         _, order, position = mdp.sweep_order()
         start = None if initial_values is None else np.take(np.asarray(initial_values, float), order)
+        hint = None if start_policy is None else np.take(np.asarray(start_policy), order)
         result = _policy_iteration(mdp.sorted_for_sweeps(), np.take(r, order, axis=0), gamma, tolerance,
-                                   max_iterations, start, exact=(method == "pi"))
+                                   max_iterations, start, exact=(method == "pi"), start_policy=hint)
         if result is not None:
             result.values, result.policy = np.take(result.values, position), np.take(result.policy, position)
             result.q_values = np.take(result.q_values, position, axis=0)
@@ -185,6 +188,7 @@ def _policy_iteration(
     max_iterations: int,
     initial_values: np.ndarray | None,
     exact: bool,
+    start_policy: np.ndarray | None = None,
 ) -> ValueResult | None:
     """Modified (exact=False) or exact (exact=True) policy iteration; None where its stop
     cannot be guaranteed (a shortest path without a policy that finishes from every state,
@@ -230,7 +234,7 @@ def _policy_iteration(
         if initial_values is not None and not exact:
             v = _warm_start(mdp, r_am, initial_values, step_cost)
         if v is None:
-            policy = _finishing_policy(mdp, allowed_am)
+            policy = _finishing_policy(mdp, allowed_am, start_policy)
             if policy is None:
                 return None
             if not exact:
@@ -597,15 +601,23 @@ def _progress(mdp: TabularMDP, distance: np.ndarray | None = None) -> np.ndarray
     return np.ascontiguousarray(by_row.reshape(n_states, n_actions).T).reshape(-1)
 
 
-def _finishing_policy(mdp: TabularMDP, allowed_am: np.ndarray) -> np.ndarray | None:
+def _finishing_policy(mdp: TabularMDP, allowed_am: np.ndarray, candidate: np.ndarray | None = None) -> np.ndarray | None:
     """A policy over the allowed actions that reaches a terminal state with probability 1 from
-    every state, or None if there is none.
+    every state, or None if there is none: `candidate` if it is one (whether it finishes is
+    kept on the MDP: a caller passes the same one, say the task's policy, to many solves),
+    else the one below.
 
     Breadth-first distances to the terminal states in the graph of allowed transitions; each
     state takes the allowed action most likely to step to a state closer than itself, which
     exists and has a positive probability, so from every state the policy finishes within
     S steps with positive probability, hence surely. With every action allowed it is the same
     for every reward: kept on the MDP."""
+    if candidate is not None:
+        candidate = np.asarray(candidate, dtype=np.int64)
+        if (allowed_am[candidate * mdp.n_states + np.arange(mdp.n_states)].all()
+                and mdp.derived(("finishes everywhere", candidate.tobytes()),
+                                lambda: bool(finishes_surely(mdp, candidate).all()))):
+            return candidate.copy()
     if allowed_am.all():
         unrestricted = mdp.derived("finishing_policy", lambda: _finishing_policy_over(mdp, allowed_am))
         return None if unrestricted is None else unrestricted.copy()
@@ -660,8 +672,10 @@ def lexicographic_value_iteration(
                              f"got up to {r2.max():.3g}")
         r2 = r2 - step_cost
         r2[mdp.terminal] = 0.0  # done is free: terminal states stay absorbing at zero cost
+        # the task's policy takes allowed actions only (no slack needed): where it finishes
+        # from every state, the secondary solve starts from it instead of searching for one
         secondary = value_iteration(mdp, r2, allowed=allowed, tolerance=tolerance, discount=1.0, method=method,
-                                    initial_values=initial_values)
+                                    initial_values=initial_values, start_policy=task.policy)
     best2 = secondary.q_values.max(axis=1, keepdims=True)
     near_best = secondary.q_values >= best2 - max(tie_tolerance, tolerance)
     policy = np.argmax(np.where(near_best, task.q_values, -np.inf), axis=1)

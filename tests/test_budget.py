@@ -11,6 +11,7 @@ from metareasoner.mitigation import Fleet
 from metareasoner.monitor import FleetCounts
 from metareasoner.strategies import BestResponse, RoundContext
 from planner.budget import (
+    SEARCH_RATIO,
     REGRET_TOLERANCE,
     TaskBudget,
     _search,
@@ -170,6 +171,32 @@ def test_a_bracket_from_another_robot_gives_the_bisections_answer_where_it_is_ju
         assert seeded[0] == plain[0] and seeded[2] == 2
     else:
         assert seeded[0] <= threshold
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1.0, 5.0), st.floats(1.01, 1.3), st.integers(-3, 3), st.floats(0.0, 0.99), st.integers(4, 8))
+def test_a_bracket_judged_otherwise_is_left_by_a_gallop_to_a_near_answer(feasible, ratio, power, offset, steps):
+    """`_search` on monotone feasibility (x feasible iff x <= threshold) seeded with a bracket
+    (f, q f) that this threshold does not fall in, but near it (f q^k <= threshold < f q^(k + 1),
+    |k| <= 3): a feasible setting within ratio max(q, SEARCH_RATIO) of the threshold, in at most
+    2 + 2 m + 1 solves (m = the gallop's steps, ceil(log2(|k| + 1)) + 1), fewer than the
+    bisection from `high` takes."""
+    if power == 0:
+        return  # the seed's own bracket: judged alike in two solves (the test above)
+    low, high = 0.05, 1000.0
+    threshold = feasible * ratio ** (power + offset)
+    calls = []
+
+    def solve(x):
+        calls.append(x)
+        return f"policy at {x}", x <= threshold
+    (setting, _), solves, (found, above) = _search(solve, lambda: "policy at 0", low, high, steps,
+                                                  (feasible, feasible * ratio))
+    assert solves == len(calls) == len(set(calls))
+    assert found == setting <= threshold < above
+    assert above / found <= max(ratio, SEARCH_RATIO) * (1 + 1e-12)
+    m = int(np.ceil(np.log2(abs(power) + 1))) + 1
+    assert solves <= 2 + 2 * m + 1, calls
 
 
 @given(random_mdps(), st.integers(0, 10_000))

@@ -253,6 +253,43 @@ def test_shortest_path_from_the_values_of_fewer_allowed_actions(seed, n_states, 
     assert taken["fewer actions"] and taken["far below"] and not taken["zero"]  # T0 <= -c < 0 = v: no start
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 6), st.integers(2, 3), st.floats(0.01, 1.0))
+def test_shortest_path_from_a_given_start_policy(seed, n_states, n_actions, step_cost):
+    """`start_policy` (LVI passes the task's policy): one over allowed actions that finishes
+    from every state is where "mpi" starts; one that takes an action not allowed, or never
+    finishes from some state, is not (another that finishes is found). Whichever is given, the
+    values are V* (brute force) within the bound, the iterates below it."""
+    rng, mdp, mats, r, terminal = random_shortest_path(seed, n_states, n_actions, step_cost)
+    mats[0][0] = 0.0
+    mats[0][0, 0] = 1.0  # action 0 at state 0 never leaves it
+    mdp = TabularMDP.from_matrices(mats, np.zeros_like(r), 0.9, terminal=terminal)
+    allowed = rng.random((n_states + 1, n_actions)) < 0.6
+    allowed[np.arange(n_states + 1), rng.integers(1, n_actions, size=n_states + 1)] = True
+    allowed[0, 0] = True
+    reference = brute_force_shortest_path(mats, r, terminal, allowed)
+    finishing = np.array([rng.choice(np.flatnonzero(row[1:])) + 1 for row in allowed])
+    looping = finishing.copy()
+    looping[0] = 0
+    candidates = {"finishing": finishing, "looping": looping}
+    if not allowed.all():
+        s_out, a_out = np.argwhere(~allowed)[0]
+        outside = finishing.copy()
+        outside[s_out] = a_out
+        candidates["not allowed"] = outside
+    allowed_am = np.ascontiguousarray(allowed.T).reshape(-1)
+    for name, candidate in candidates.items():
+        result = value_iteration(mdp, r, allowed=allowed, discount=1.0, tolerance=TOL, method="mpi",
+                                 start_policy=candidate)
+        assert result.method == "mpi", name
+        error = np.max(np.abs(result.values - reference))
+        assert error <= result.error_bound + 1e-12 and result.error_bound <= TOL, (name, error, result.error_bound)
+        assert np.all(result.values <= reference + 1e-12), name
+        start = solvers._finishing_policy(mdp, allowed_am, candidate)
+        assert finishes_surely(mdp, start).all() and allowed[np.arange(n_states + 1), start].all(), name
+        assert np.array_equal(start, candidate) == (name == "finishing"), name
+
+
 def test_shortest_path_without_a_finishing_policy_falls_back_to_value_iteration():
     # state 1 can only loop on itself (not terminal): no policy finishes from it
     T = np.zeros((2, 3, 3))
