@@ -759,8 +759,73 @@ def evaluate_from_start(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray 
     """V^pi(s0) for `reward` (default: the task reward) if the deterministic `policy` finishes
     surely from the start, else None: `finishes_surely(...)[start]` and
     `policy_evaluation(...)[start]` in one, on the states the policy reaches from the start
-    only (a closed set under the policy, so its values there are the whole MDP's)."""
+    only (a closed set under the policy, so its values there are the whole MDP's).
+
+    Budgeted planning calls it once per solve, thousands of times a mitigation, on chains of a
+    few hundred states: where the MDP has fixed-width rows (`padded_rows`) the policy's rows
+    are gathered as (S, K) tables and each sparse matrix is made once from them."""
     policy = np.asarray(policy)
+    padded = mdp.padded_rows()
+    if padded is None:
+        return _evaluate_from_start_rows(mdp, policy, reward)
+    _, probabilities_all, stay_all = padded
+    n = mdp.n_states
+    rows = policy * n + np.arange(n)  # action-major rows
+    probabilities = np.take(probabilities_all, rows, axis=0)
+    columns = np.take(_successor_columns(mdp, padded), rows, axis=0)
+    width = columns.shape[1]
+    graph = sp.csr_matrix((probabilities.reshape(-1), columns.reshape(-1), np.arange(0, n * width + 1, width)),
+                          shape=(n, n))
+    reach = np.sort(csgraph.breadth_first_order(graph, mdp.start, directed=True, return_predecessors=False))
+    terminal = mdp.terminal[reach]
+    if not terminal.any():
+        return None
+    m = len(reach)
+    position = np.full(n, -1, dtype=np.int64)
+    position[reach] = np.arange(m)
+    sub_columns = position[columns[reach]].astype(np.int32)  # every successor is reached
+    sub_probabilities = probabilities[reach]
+    indptr = np.arange(0, m * width + 1, width, dtype=np.int32)
+    # the CSR arrays read as CSC are the reverse graph: a breadth-first search back from the
+    # terminal states must find every reached state
+    reverse = sp.csc_matrix((sub_probabilities.reshape(-1), sub_columns.reshape(-1), indptr), shape=(m, m))
+    distance = csgraph.dijkstra(reverse, directed=True, indices=np.flatnonzero(terminal), unweighted=True,
+                                min_only=True)
+    if not np.all(np.isfinite(distance)):
+        return None
+    # (I - gamma P) on the reached states, row by row: -gamma P off the diagonal, 1 - gamma
+    # T(s | s) on it (the identity at terminal states, which stay at 0); as CSC it is the
+    # transpose, solved transposed
+    gamma = mdp.discount
+    live = ~terminal
+    data = np.empty((m, width + 1))
+    data[:, :width] = sub_probabilities * np.where(live, -gamma, 0.0)[:, None]
+    data[:, width] = np.where(live, 1.0 - gamma * stay_all[rows[reach]], 1.0)
+    indices = np.empty((m, width + 1), dtype=np.int32)
+    indices[:, :width] = sub_columns
+    indices[:, width] = np.arange(m)
+    system = sp.csc_matrix((data.reshape(-1), indices.reshape(-1),
+                            np.arange(0, m * (width + 1) + 1, width + 1, dtype=np.int32)), shape=(m, m))
+    r = np.where(terminal, 0.0, _as_state_action_reward(mdp, reward)[reach, policy[reach]])
+    # the states in index order factor with little fill-in (a robot's chain runs along its
+    # path): faster than a fill-reducing ordering on these few hundred states
+    value = spla.splu(system, permc_spec="NATURAL").solve(r, trans="T")
+    return float(np.atleast_1d(value)[position[mdp.start]])
+
+
+def _successor_columns(mdp: TabularMDP, padded) -> np.ndarray:
+    """`padded_rows`' columns with every entry of probability 0 at the row's own state (a loop,
+    not a step: a breadth-first search over them follows positive probabilities only), cached."""
+    def build():
+        columns_all, probabilities_all, _ = padded
+        own = (np.arange(columns_all.shape[0]) % mdp.n_states).astype(columns_all.dtype)
+        return np.where(probabilities_all > 0, columns_all, own[:, None])
+    return mdp.derived("successor_columns", build)
+
+
+def _evaluate_from_start_rows(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray | None) -> float | None:
+    """`evaluate_from_start` on the policy's sparse rows (MDPs whose rows vary too much in
+    length to pad)."""
     reach, position, sub = _reached_chain(mdp.policy_matrix(policy), mdp.start)
     terminal = mdp.terminal[reach]
     if not terminal.any():
@@ -771,8 +836,6 @@ def evaluate_from_start(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray 
         return None
     r = _as_state_action_reward(mdp, reward)[reach, policy[reach]]
     system = sp.identity(len(reach), format="csc") - mdp.discount * sub.tocsc()
-    # the states in index order factor with little fill-in (a robot's chain runs along its
-    # path): faster than a fill-reducing ordering on these few hundred states
     return float(np.atleast_1d(spla.splu(system, permc_spec="NATURAL").solve(r))[position[mdp.start]])
 
 

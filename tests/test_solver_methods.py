@@ -430,14 +430,42 @@ def test_evaluate_from_start_equals_finishes_surely_and_policy_evaluation(map_na
             flip = rng.random(mdp.n_states) < 0.04 * k
             policy = np.where(flip, rng.integers(0, mdp.n_actions, mdp.n_states), plan.policy)
             value = evaluate_from_start(mdp, policy)
+            on_rows = solvers._evaluate_from_start_rows(mdp, policy, None)  # MDPs that cannot be padded
             if finishes_surely(mdp, policy)[mdp.start]:
                 finishing += 1
                 reference = policy_evaluation(mdp, policy)[mdp.start]
                 assert value == pytest.approx(reference, rel=1e-10, abs=1e-10)
+                assert on_rows == pytest.approx(reference, rel=1e-10, abs=1e-10)
             else:
                 stuck += 1
-                assert value is None
+                assert value is None and on_rows is None
     assert finishing and stuck  # both branches exercised
+    assert mdp.padded_rows() is not None  # the padded path is the one tested
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 12), st.integers(1, 3), st.floats(0.05, 0.6),
+       st.floats(0.0, 0.4), st.floats(0.5, 0.99))
+def test_evaluate_from_start_on_random_mdps(seed, n_states, n_actions, density, terminal_fraction, gamma):
+    """Random sparse MDPs (self-loops, closed classes without a terminal state, rows of every
+    length) and random policies: the start-only evaluation, padded or on sparse rows, is
+    `finishes_surely` and `policy_evaluation` at the start."""
+    rng = np.random.default_rng(seed)
+    mats, terminal = random_mdp(rng, n_states, n_actions, density, terminal_fraction)
+    for m in mats:
+        m[terminal] = 0.0
+        m[terminal, terminal] = 1.0
+    mdp = TabularMDP.from_matrices(mats, -rng.random((n_states, n_actions)) * ~terminal[:, None], gamma,
+                                   terminal=terminal)
+    from planner.solvers import evaluate_from_start
+    for _ in range(4):
+        policy = rng.integers(0, n_actions, n_states)
+        values = [evaluate_from_start(mdp, policy), solvers._evaluate_from_start_rows(mdp, policy, None)]
+        if finishes_surely(mdp, policy)[mdp.start]:
+            reference = policy_evaluation(mdp, policy)[mdp.start]
+            assert values == [pytest.approx(reference, rel=1e-9, abs=1e-9)] * 2
+        else:
+            assert values == [None, None]
 
 
 def test_the_unrestricted_finishing_policy_is_kept_and_never_shared(shipped_plans):
