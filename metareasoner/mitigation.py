@@ -25,7 +25,7 @@ from planner.backends import Backend, get_backend
 from planner.budget import BudgetedPolicy
 from planner.domains import get_domain
 from planner.scenario import RobotPlan, Scenario, plan_fleet
-from planner.solvers import policy_evaluation, state_distributions
+from planner.solvers import evaluate_from_start, policy_evaluation, state_distributions
 
 from .monitor import (
     FleetCounts,
@@ -58,7 +58,8 @@ class Fleet:
     dynamic_feature: str
     n_values: int
     plan_seconds: float = 0.0
-    _valid: dict = field(default_factory=dict, repr=False)
+    _valid: dict = field(default_factory=dict, repr=False)  # id(MDP) -> valid_table
+    _valid_stacked: tuple | None = field(default=None, repr=False)  # (tables end to end, each robot's offset)
     _occupancy: dict = field(default_factory=dict, repr=False)  # behaviour key -> (H+1, Z+1, V)
 
     @classmethod
@@ -169,6 +170,20 @@ class Fleet:
         if id(mdp) not in self._valid:
             self._valid[id(mdp)] = valid_value_table(self.plans[i], self.dynamic_feature, self.n_values)
         return self._valid[id(mdp)]
+
+    def valid_of(self, states: np.ndarray) -> np.ndarray:
+        """(B, n, V) bool: `valid_table(i)[states[:, i]]` for every robot i of the joint states
+        `states` (B, n), in one gather from the distinct MDPs' tables laid end to end."""
+        if self._valid_stacked is None:
+            first: dict[int, int] = {}
+            for i, plan in enumerate(self.plans):
+                first.setdefault(id(plan.mdp), i)
+            tables = [self.valid_table(i) for i in first.values()]
+            start = dict(zip(first, np.cumsum([0] + [len(t) for t in tables[:-1]])))
+            self._valid_stacked = (np.concatenate(tables),
+                                   np.array([start[id(plan.mdp)] for plan in self.plans], dtype=np.int64))
+        table, offsets = self._valid_stacked
+        return table[np.asarray(states) + offsets]
 
 
 def valid_value_table(plan: RobotPlan, dynamic_feature: str, n_values: int) -> np.ndarray:
@@ -525,7 +540,9 @@ class Mitigation(BaseEstimator):
         for i, (plan, policy) in enumerate(zip(fleet.plans, policies)):
             key = (id(plan.mdp), policy.tobytes())
             if key not in cache:
-                value = policy_evaluation(plan.mdp, policy)[plan.mdp.start]
+                value = evaluate_from_start(plan.mdp, policy)  # on the states it reaches only
+                if value is None:  # does not finish surely from the start
+                    value = policy_evaluation(plan.mdp, policy)[plan.mdp.start]
                 regret = plan.task_value - value
                 # policy evaluation and value iteration differ by rounding (~1e-14)
                 cache[key] = regret if regret > 1e-9 * max(1.0, abs(plan.task_value)) else 0.0

@@ -68,7 +68,7 @@ class RoundContext:
 
     def valid(self, states: np.ndarray) -> np.ndarray:
         """(B, n, V) bool: robot i's state with value v is reachable (valid counterfactuals)."""
-        return np.stack([self.fleet.valid_table(i)[states[:, i]] for i in range(self.n_robots)], axis=1)
+        return self.fleet.valid_of(states)
 
     def per_behaviour(self, compute: Callable[[int], object]) -> Callable[[int], object]:
         """`compute(i)` once per behaviour (robots with one MDP and one policy share it)."""

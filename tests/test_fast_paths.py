@@ -239,6 +239,17 @@ def test_move_table_matches_the_move_rule():
             assert np.array_equal(nx, np.where(ok, tx, x)) and np.array_equal(ny, np.where(ok, ty, y))
 
 
+def test_valid_values_of_joint_states_in_one_gather_are_each_robot_s_table(fleet):
+    """`Fleet.valid_of` (the distinct MDPs' tables end to end, one gather) is each robot's own
+    `valid_table` at its states, on the rollouts' joint states (robots of 30 MDPs)."""
+    policies = [p.policy for p in fleet.plans]
+    _, visits = monte_carlo_monitor(fleet.penalty, fleet.models(policies), fleet.horizon, episodes=6, seed=1)
+    states = visits.states.reshape(-1, len(fleet.plans))
+    expected = np.stack([fleet.valid_table(i)[states[:, i]] for i in range(len(fleet.plans))], axis=1)
+    assert len({id(p.mdp) for p in fleet.plans}) > 1 and not expected.all()
+    np.testing.assert_array_equal(fleet.valid_of(states), expected)
+
+
 @pytest.mark.parametrize("max_pairs", [500, 10**9])
 def test_generalised_training_set_blames_only_the_pairs_it_keeps(fleet, max_pairs):
     """Generalised RECON's training sample is drawn before the counterfactual blames are computed,
