@@ -518,6 +518,8 @@ class Mitigation(BaseEstimator):
             groups.setdefault(key[0], []).append(i)
         size = max(1, math.ceil(len(first) / 8))
         chunks = [members[s:s + size] for members in groups.values() for s in range(0, len(members), size)]
+        # the costliest first (robots x states), so that the workers finish together
+        chunks.sort(key=lambda c: -len(c) * fleet.plans[c[0]].mdp.n_states)
         # each new policy's cell occupancy, which the acceptance step needs, is computed by the
         # worker that planned it (in parallel) and kept on the fleet
         results = get_backend(self.backend).map(

@@ -277,12 +277,13 @@ class FleetCounts:
             rows = self._row_of[cols]
             bank.g_hat[rows] = (g @ bank.phase) * shift
             bank.h_hat[rows] = (h @ bank.phase) * shift
+            bank.h_weighted[rows] = bank.h_hat[rows] * bank.weight
 
     def _build(self) -> None:
         """Every column in the bank its window needs, its PGF summed over the behaviours."""
         T, C = self.p.shape[1:]
         self._banks: list[_Bank] = []
-        self._terms: dict[int, list] = {}  # behaviour -> [(bank, rows where p > 0, its log term there)]
+        self._terms: dict[int, list] = {}  # behaviour -> its `_Term`s
         self._marginals.clear()
         self._swaps_since_refresh = 0
         self._lo = np.zeros(T * C, dtype=np.int64)
@@ -295,8 +296,8 @@ class FleetCounts:
         self._place(np.arange(T * C), a, b)
         _, first, mult = np.unique(self.behaviours, return_index=True, return_counts=True)
         for i, m in zip(first, mult):  # one term per behaviour, times its robots
-            for index, rows, term, _ in self._term(self.p[i], int(self.behaviours[i])):
-                self._banks[index].log_phi[rows] += float(m) * term
+            for term in self._term(self.p[i], int(self.behaviours[i])):
+                self._banks[term.index].log_phi[term.rows] += float(m) * term.log
         for bank in self._banks:
             np.exp(bank.log_phi, out=bank.phi)
 
@@ -331,9 +332,9 @@ class FleetCounts:
             bank.phi[rows] = np.exp(log_phi)
         self._place(columns, a[columns], b[columns])
 
-    def _term(self, p: np.ndarray, behaviour: int | None = None) -> list:
-        """[(bank, rows where p > 0, Log(1 - p + p w_j) there, 1 / (1 - p + p w_j) there)]: one robot's factor of the PGF,
-        cached per behaviour (a robot's p never changes without it getting a new behaviour)."""
+    def _term(self, p: np.ndarray, behaviour: int | None = None) -> list["_Term"]:
+        """One robot's factor of the PGF, a `_Term` per bank, cached per behaviour (a robot's p
+        never changes without it getting a new behaviour)."""
         if behaviour is not None and behaviour in self._terms:
             return self._terms[behaviour]
         flat = p.reshape(-1)
@@ -344,7 +345,7 @@ class FleetCounts:
             sel = banks == index
             bank = self._banks[index]
             q = flat[cols[sel]]
-            term.append((int(index), self._row_of[cols[sel]], bank.log_term(q), bank.inverse_factor(q)))
+            term.append(_Term(int(index), self._row_of[cols[sel]], q, bank))
         if behaviour is not None:
             if len(self._terms) >= 256:  # bounded: a long run makes a behaviour per accepted replan
                 self._terms.clear()
@@ -363,25 +364,31 @@ class FleetCounts:
         if times != 1:
             touched: dict[int, list] = {}
             for sign, p, behaviour in ((-float(times), old, old_behaviour), (float(times), new, new_behaviour)):
-                for index, rows, term, _ in self._term(p, behaviour):
-                    self._banks[index].log_phi[rows] += sign * term
-                    touched.setdefault(index, []).append(rows)
+                for term in self._term(p, behaviour):
+                    self._banks[term.index].log_phi[term.rows] += sign * term.log
+                    touched.setdefault(term.index, []).append(term.rows)
             for index, parts in touched.items():
                 rows = np.unique(np.concatenate(parts))
                 self._banks[index].phi[rows] = np.exp(self._banks[index].log_phi[rows])
             return
         new_flat = new.reshape(-1)
         deep: dict[int, list] = {}
-        for index, rows, term, inverse in self._term(old, old_behaviour):
+        for term in self._term(old, old_behaviour):
+            index, rows = term.index, term.rows
             bank = self._banks[index]
-            deep.setdefault(index, []).append(rows[(bank.log_phi[rows].real < DEEP_LOG).any(axis=1)])
-            bank.log_phi[rows] -= term
-            bank.phi[rows] *= inverse
-        for index, rows, term, _ in self._term(new, new_behaviour):
+            log_phi = bank.log_phi[rows]  # one gather for the check and the update
+            deep.setdefault(index, []).append(rows[(log_phi.real < DEEP_LOG).any(axis=1)])
+            log_phi -= term.log
+            bank.log_phi[rows] = log_phi
+            bank.phi[rows] *= term.inverse
+        for term in self._term(new, new_behaviour):
+            index, rows = term.index, term.rows
             bank = self._banks[index]
-            bank.log_phi[rows] += term
+            log_phi = bank.log_phi[rows]
+            log_phi += term.log
+            bank.log_phi[rows] = log_phi
             bank.phi[rows] *= bank.factor(new_flat[bank.cols[rows]])
-            deep.setdefault(index, []).append(rows[(bank.log_phi[rows].real < DEEP_LOG).any(axis=1)])
+            deep.setdefault(index, []).append(rows[(log_phi.real < DEEP_LOG).any(axis=1)])
         self._swaps_since_refresh += 1
         if self._swaps_since_refresh >= REFRESH_EVERY:
             for bank in self._banks:
@@ -400,8 +407,8 @@ class FleetCounts:
         value = np.empty(len(cols))
         banks = self._bank_of[cols]
         own = self.p[leave_out].reshape(-1) if leave_out is not None else None
-        own_terms = {} if own is None else {t[0]: t for t in self._term(self.p[leave_out],
-                                                                          int(self.behaviours[leave_out]))}
+        own_terms = {} if own is None else {t.index: t for t in self._term(self.p[leave_out],
+                                                                             int(self.behaviours[leave_out]))}
         for index in np.unique(banks):
             sel = np.flatnonzero(banks == index)
             bank = self._banks[index]
@@ -410,7 +417,7 @@ class FleetCounts:
             if index in own_terms:
                 # the fleet's PGF divided by the robot's own factor (|factor| >= sin(pi / 2L) > 0:
                 # L is odd; where exp(log_phi) underflowed, the true value is below 1e-300 too)
-                _, own_rows, _, inverse = own_terms[index]
+                own_rows, inverse = own_terms[index].rows, own_terms[index].inverse
                 at = np.full(len(bank.cols), -1)
                 at[rows] = np.arange(len(rows))
                 where = at[own_rows]
@@ -548,24 +555,32 @@ class FleetCounts:
         banks = self._bank_of[cols]
         # robot i's own factor, 1 / (1 - p + p w), where it can be there: its behaviour's cached
         # term (where it cannot, the factor is 1)
-        own = {t[0]: t for t in self._term(self.p[i], int(self.behaviours[i]))}
+        own = {t.index: t for t in self._term(self.p[i], int(self.behaviours[i]))}
+        own_old, own_new = old[cols] > 0, new[cols] > 0
+        # the columns of each bank, in column order: one sort instead of a comparison per bank
+        order = np.argsort(banks, kind="stable")
+        edges = np.flatnonzero(np.diff(banks[order])) + 1
         parts = []  # per bank: (its columns' positions in cols, PGF without robot i, ratio new / old or None, h_hat w)
-        for index in np.unique(banks):
-            sel = np.flatnonzero(banks == index)
+        for sel in np.split(order, edges):
+            index = int(banks[sel[0]])
             bank = self._banks[index]
             rows = self._row_of[cols[sel]]
             pgf = bank.phi[rows]
             ratio = bank.factor(new[cols[sel]]) if most > 1 else None  # only a second swap needs it
             if index in own:
-                _, own_rows, _, inverse = own[index]
-                at = np.full(len(bank.cols), -1)
-                at[rows] = np.arange(len(rows))
-                where = at[own_rows]  # robot i's rows are among these (old > 0 there)
-                pgf[where] *= inverse
-                if ratio is not None:
-                    ratio[where] *= inverse
-            parts.append((sel, pgf, ratio, bank.h_hat[rows] * bank.weight))
-        own_old, own_new = old[cols] > 0, new[cols] > 0
+                # robot i's rows there are those of its columns with old > 0, in the same order
+                inverse = own[index].inverse
+                mine = own_old[sel]
+                if mine.all():
+                    pgf *= inverse
+                    if ratio is not None:
+                        ratio *= inverse
+                else:
+                    where = np.flatnonzero(mine)
+                    pgf[where] *= inverse
+                    if ratio is not None:
+                        ratio[where] *= inverse
+            parts.append((sel, pgf, ratio, bank.h_weighted[rows]))
         support = self._support[cols] - own_old  # robots that can be there, robot i left out
         step = own_new.astype(np.int64) - own_old
         m = np.empty(len(cols))
@@ -612,6 +627,31 @@ class FleetCounts:
         return (a >= self._lo) & (b <= self._lo + self._points_of(np.arange(len(a))) - 1)
 
 
+class _Term:
+    """One robot's factor of the PGF on one bank: the rows where its p > 0, and there
+    Log(1 - p + p w_j) and 1 / (1 - p + p w_j), each computed when first asked for (a robot
+    judged and not swapped needs only the inverse; a new behaviour only the log until it is
+    swapped out in its turn)."""
+
+    __slots__ = ("index", "rows", "_q", "_bank", "_log", "_inverse")
+
+    def __init__(self, index: int, rows: np.ndarray, q: np.ndarray, bank: "_Bank") -> None:
+        self.index, self.rows, self._q, self._bank = index, rows, q, bank
+        self._log = self._inverse = None
+
+    @property
+    def log(self) -> np.ndarray:
+        if self._log is None:
+            self._log = self._bank.log_term(self._q)
+        return self._log
+
+    @property
+    def inverse(self) -> np.ndarray:
+        if self._inverse is None:
+            self._inverse = self._bank.inverse_factor(self._q)
+        return self._inverse
+
+
 class _Bank:
     """FleetCounts' columns that share one number of points L (odd): the transforms of g and
     of its increment on each column's window, and the fleet's PGF there, as log and as exp.
@@ -630,6 +670,7 @@ class _Bank:
         self.cols = np.zeros(0, dtype=np.int64)  # the flat (t, c) column of each row
         self.g_hat = np.zeros((0, self.J), dtype=complex)
         self.h_hat = np.zeros((0, self.J), dtype=complex)
+        self.h_weighted = np.zeros((0, self.J), dtype=complex)  # h_hat * weight (judging a swap sums over it)
         self.log_phi = np.zeros((0, self.J), dtype=complex)
         self.phi = np.ones((0, self.J), dtype=complex)  # exp(log_phi), kept up to date row by row
 
@@ -640,6 +681,7 @@ class _Bank:
         self.cols = np.concatenate([self.cols, columns])
         self.g_hat = np.concatenate([self.g_hat, extra])
         self.h_hat = np.concatenate([self.h_hat, extra])
+        self.h_weighted = np.concatenate([self.h_weighted, extra])
         self.log_phi = np.concatenate([self.log_phi, extra])
         self.phi = np.concatenate([self.phi, extra + 1.0])
         return rows
