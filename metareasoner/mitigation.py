@@ -14,6 +14,7 @@ with. `METHODS` maps a method's name to its strategy.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -330,6 +331,12 @@ class Mitigation(BaseEstimator):
     def run(self, fleet: Fleet, progress: Callable[[str, float], None] | None = None,
             policies: Sequence[np.ndarray] | None = None) -> MitigationResult:
         """Mitigate from `policies` (default: the naive ones); `progress(phase, fraction_done)`."""
+        # one session of the backend for every round's replans (local: one pool of workers,
+        # which keep each MDP's solver layouts from round to round)
+        with get_backend(self.backend).session() as backend:
+            return self._run(fleet, progress, policies, backend)
+
+    def _run(self, fleet: Fleet, progress, policies, backend: Backend) -> MitigationResult:
         self._check(fleet)
         strategy = self.strategy()
         report = progress or (lambda phase, done: None)
@@ -355,7 +362,7 @@ class Mitigation(BaseEstimator):
         if self.desired_outcomes:
             clock = time.perf_counter()
             orders = self._orders_penalties(fleet)
-            planned = self._replan_many(None, fleet, [(i, orders[i]) for i in orders], budgets)
+            planned = self._replan_many(None, fleet, [(i, orders[i]) for i in orders], budgets, backend=backend)
             for i, result in zip(orders, planned):  # orders apply as asked: no acceptance step
                 policies[i], settings[i] = result.policy, result.setting
                 counts.swap(i, counts.cell_probabilities(fleet.robot_occupancy(i, result.policy)),
@@ -408,7 +415,7 @@ class Mitigation(BaseEstimator):
                 new = proposal.penalty(i)
                 local[i] = local[i] + new if strategy.accumulates and i in local else new
                 jobs.append((i, local[i] + orders[i] if i in orders else local[i]))
-            planned = self._replan_many(strategy, fleet, jobs, budgets, brackets)
+            planned = self._replan_many(strategy, fleet, jobs, budgets, brackets, backend)
             seconds["replan"] += time.perf_counter() - clock
             report("accept", done)
             clock = time.perf_counter()
@@ -500,10 +507,11 @@ class Mitigation(BaseEstimator):
         return out
 
     def _replan_many(self, strategy: PenaltyStrategy | None, fleet: Fleet, jobs: list[tuple[int, np.ndarray]],
-                     budgets: np.ndarray, brackets: dict[int, dict] | None = None) -> list[BudgetedPolicy]:
+                     budgets: np.ndarray, brackets: dict[int, dict] | None = None,
+                     backend: Backend | None = None) -> list[BudgetedPolicy]:
         """Replan each (robot, local penalty) within its budget: one solve per distinct (MDP,
-        penalty, budget), run on `self.backend` in chunks of robots sharing an MDP (each MDP
-        travels once per chunk). `brackets` (id(MDP) -> planner -> bracket) seeds each chunk's
+        penalty, budget), run on `backend` (default: `self.backend`) in chunks of robots sharing
+        an MDP (each MDP travels once per chunk). `brackets` (id(MDP) -> planner -> bracket) seeds each chunk's
         searches and keeps what the last chunk of each MDP found, for the next call."""
         brackets = {} if brackets is None else brackets
         if not jobs:
@@ -522,7 +530,7 @@ class Mitigation(BaseEstimator):
         chunks.sort(key=lambda c: -len(c) * fleet.plans[c[0]].mdp.n_states)
         # each new policy's cell occupancy, which the acceptance step needs, is computed by the
         # worker that planned it (in parallel) and kept on the fleet
-        results = get_backend(self.backend).map(
+        results = (backend or get_backend(self.backend)).map(
             _replan_chunk, [(strategy, self.bisection_steps, fleet.plans[c[0]],
                              [(penalty_of[i], float(budgets[i])) for i in c],
                              dict(brackets.get(id(fleet.plans[c[0]].mdp), {})),
@@ -542,8 +550,10 @@ class Mitigation(BaseEstimator):
         for i, (plan, policy) in enumerate(zip(fleet.plans, policies)):
             key = (id(plan.mdp), policy.tobytes())
             if key not in cache:
-                value = evaluate_from_start(plan.mdp, policy)  # on the states it reaches only
-                if value is None:  # does not finish surely from the start
+                # a deterministic policy on the states it reaches only; a stochastic one (S, A),
+                # or one not sure to finish from the start, on every state
+                value = evaluate_from_start(plan.mdp, policy) if np.ndim(policy) == 1 else None
+                if value is None:
                     value = policy_evaluation(plan.mdp, policy)[plan.mdp.start]
                 regret = plan.task_value - value
                 # policy evaluation and value iteration differ by rounding (~1e-14)
@@ -567,9 +577,30 @@ def _replan_chunk(job) -> tuple[list[BudgetedPolicy], dict, list[np.ndarray]]:
     policies, the brackets after the last robot, and each policy's cell occupancy (H+1, Z+1, V)
     (`model`: the plan's `RobotModel`, with the horizon and the numbers of zones and values)."""
     strategy, steps, plan, work, brackets, (model, horizon, n_zones, n_values) = job
+    plan = _resident(plan)
+    model = replace(model, mdp=plan.mdp)
     out = [replan_within_budget(strategy, plan, penalty, budget, steps, brackets) for penalty, budget in work]
     robots = [replace(model, policy=result.policy) for result in out]
     return out, brackets, list(cell_occupancy(robots, horizon, n_zones, n_values))
+
+
+#: in a worker process: the MDPs of the jobs it ran, by `TabularMDP.token`, with the solver
+#: layouts they built (kept for the worker's life: a backend session's, `planner.backends`)
+_RESIDENT: dict[str, object] = {}
+MAX_RESIDENT = 64
+
+
+def _resident(plan: RobotPlan) -> RobotPlan:
+    """`plan` with the MDP this worker process already holds under its token, if any (its
+    layouts then built once per worker, not once per job); in the main process, `plan`."""
+    if multiprocessing.parent_process() is None:
+        return plan
+    kept = _RESIDENT.get(plan.mdp.token)
+    if kept is None:
+        if len(_RESIDENT) >= MAX_RESIDENT:
+            _RESIDENT.clear()
+        _RESIDENT[plan.mdp.token] = kept = plan.mdp
+    return plan if kept is plan.mdp else replace(plan, mdp=kept)
 
 
 def counterfactual_share(fleet: Fleet, visits) -> float | None:

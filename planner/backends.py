@@ -15,7 +15,10 @@ the results do not depend on the backend (tests/test_backends.py checks it bit f
   nothing here imports it until a `RayBackend` is used.
 
 `get_backend("local" | "serial" | "ray", workers=..., address=...)` picks one by name (a
-`Backend` instance is returned as it is). The library's entry points take a `backend`
+`Backend` instance is returned as it is). `with backend.session() as b:` gives a backend whose
+`map` calls share one set of workers (local: one pool for the session instead of one per call,
+so that what a worker caches, an MDP's solver layouts, lasts from one call to the next); the
+others' sessions are themselves. The library's entry points take a `backend`
 parameter: `plan_fleet(..., backend=)`, `Fleet.plan(..., backend=)`, `Mitigation(backend=)`.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -44,6 +48,11 @@ class Backend:
 
     def close(self) -> None:
         """Release workers (a closed backend starts new ones if used again)."""
+
+    @contextmanager
+    def session(self):
+        """A backend for a run of several `map` calls (see the module docstring)."""
+        yield self
 
     def __enter__(self) -> "Backend":
         return self
@@ -81,7 +90,8 @@ class LocalBackend(Backend):
     """Worker processes on this machine (`workers`, default one per available core).
 
     Each `map` call starts its own pool and stops it before returning, so workers always
-    see the current code and state and nothing lingers. Workers are forked from this process
+    see the current code and state and nothing lingers; a `session()` keeps one pool for all
+    its calls instead (a mitigation's rounds: workers keep the MDPs' solver layouts). Workers are forked from this process
     when it has a single thread (cheap, nothing re-imported); a threaded process uses the
     forkserver instead, which, like spawn, needs a script's work under
     `if __name__ == "__main__":`. Should the pool still break, the jobs are rerun here.
@@ -115,21 +125,66 @@ class LocalBackend(Backend):
         items = list(items)
         if self._in_process(len(items)):
             return SerialBackend().map(fn, items, progress)
-        out: list = []
+        with ProcessPoolExecutor(max_workers=min(self.n_workers, len(items)), mp_context=self._context()) as pool:
+            return _map_on(pool, fn, items, progress)[0]
+
+    @contextmanager
+    def session(self):
+        """One pool for every `map` of the session, started at the first that needs workers."""
+        session = _LocalSession(self)
         try:
-            with ProcessPoolExecutor(max_workers=min(self.n_workers, len(items)), mp_context=self._context()) as pool:
-                for result in pool.map(fn, items):
-                    out.append(result)
-                    if progress is not None:
-                        progress(len(out), len(items))
-        except BrokenProcessPool as exc:
-            warnings.warn(f"the local worker pool broke ({exc}); running the remaining jobs in this process",
-                          RuntimeWarning, stacklevel=2)
-            for item in items[len(out):]:
-                out.append(fn(item))
-                if progress is not None:
-                    progress(len(out), len(items))
+            yield session
+        finally:
+            session.close()
+
+
+class _LocalSession(LocalBackend):
+    """`LocalBackend.session()`: the backend's settings, one pool kept until `close`."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        super().__init__(backend.workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, fn, items, progress: Progress = None) -> list:
+        items = list(items)
+        if self._in_process(len(items)):
+            return SerialBackend().map(fn, items, progress)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.n_workers, mp_context=self._context())
+        out, broke = _map_on(self._pool, fn, items, progress)
+        if broke:  # not used again: the next call starts another
+            self._pool.shutdown(wait=False)
+            self._pool = None
         return out
+
+    @contextmanager
+    def session(self):
+        yield self
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def _map_on(pool: ProcessPoolExecutor, fn, items: list, progress: Progress) -> tuple[list, bool]:
+    """`fn` over `items` on `pool`, in order, and whether the pool broke (then the remaining
+    jobs ran here)."""
+    out: list = []
+    try:
+        for result in pool.map(fn, items):
+            out.append(result)
+            if progress is not None:
+                progress(len(out), len(items))
+    except BrokenProcessPool as exc:
+        warnings.warn(f"the local worker pool broke ({exc}); running the remaining jobs in this process",
+                      RuntimeWarning, stacklevel=3)
+        for item in items[len(out):]:
+            out.append(fn(item))
+            if progress is not None:
+                progress(len(out), len(items))
+        return out, True
+    return out, False
 
 
 def _call(fn, item):

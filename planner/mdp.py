@@ -7,6 +7,7 @@ action, never a Python loop over states).
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -39,8 +40,12 @@ class TabularMDP:
     _keys: np.ndarray | None = field(default=None, repr=False)  # sorted state keys
     _key_order: np.ndarray | None = field(default=None, repr=False)
     _radix: np.ndarray | None = field(default=None, repr=False)
+    #: this MDP's name for worker processes that keep it between jobs (a pickled copy keeps it;
+    #: another MDP, `dataclasses.replace` of this one included, gets its own)
+    token: str = field(init=False, repr=False, default="")
 
     def __post_init__(self) -> None:
+        self.token = uuid.uuid4().hex
         if not 0.0 < self.discount < 1.0:
             raise ValueError(f"discount must be in (0, 1), got {self.discount}")
         n_states, n_actions = self.rewards.shape

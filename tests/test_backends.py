@@ -44,6 +44,40 @@ def test_local_backend_runs_jobs_in_other_processes():
     assert LocalBackend(workers=1).map(_pid, range(3)) == [os.getpid()] * 3
 
 
+def _resident_mdp(plan) -> tuple[int, int, bool]:
+    """(worker pid, id of the MDP the worker keeps for this plan's token, whether it differs
+    from the copy this job brought)."""
+    from metareasoner.mitigation import _resident
+    kept = _resident(plan)
+    return os.getpid(), id(kept.mdp), kept.mdp is not plan.mdp
+
+
+def test_a_session_keeps_its_workers_and_they_keep_each_mdp():
+    """`LocalBackend.session()`: every `map` of the session runs on the same worker processes
+    (one pool), which keep a job's MDP under its token, so that a later job with a copy of it
+    solves on the kept one; the pool is gone after the session; other backends' sessions are
+    themselves."""
+    plans = plan_fleet(generate_scenario(load_map(MAPS / "salp" / "salp-1.map"), 3, seed=0), backend="serial")
+    with LocalBackend(workers=2).session() as backend:
+        first = backend.map(_pid, range(6))
+        again = backend.map(_pid, range(6))
+        assert os.getpid() not in first and set(again) <= set(first) and len(set(first)) <= 2
+        assert backend.map(_square, range(5)) == [x * x for x in range(5)]
+        seen = backend.map(_resident_mdp, [plans[0]] * 8)
+        kept = {}
+        for pid, mdp_id, replaced in seen:
+            assert kept.setdefault(pid, mdp_id) == mdp_id  # one kept MDP per worker
+        assert any(replaced for _, _, replaced in seen)  # a later copy was swapped for the kept one
+        pool = backend._pool
+    assert backend._pool is None and pool._shutdown_thread
+    assert _resident_mdp(plans[0])[2] is False  # in the main process, the plan as it is
+    serial = SerialBackend()
+    with serial.session() as same:
+        assert same is serial
+    import dataclasses
+    assert dataclasses.replace(plans[0].mdp).token != plans[0].mdp.token  # another MDP, another token
+
+
 def test_get_backend_by_name():
     assert isinstance(get_backend("serial"), SerialBackend)
     local = get_backend("local", workers=3)
