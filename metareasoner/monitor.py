@@ -509,6 +509,14 @@ class FleetCounts:
         members = [int(i) for i in members][: max(0, int(limit))]
         done = 0
         while done < len(members):
+            if done == len(members) - 1:
+                # one robot left (most runs are one robot): judged on the current windows, as
+                # `change` would, then swapped alone, which re-centres the windows it moves;
+                # no need to ask how many could swap
+                taken = self._lowering_run(members[done], p_new, 1, threshold)
+                if taken:
+                    self._swap_many([members[done]], p_new, key)
+                return done + taken
             room = self._room(members[done], p_new, min(len(members) - done, RUN_CHUNK))
             if room == 0:
                 if not self.change(members[done], p_new) < -threshold:
@@ -690,19 +698,31 @@ class _Bank:
         """(k, J): Log(1 - q + q w_j) for probabilities q (k,), in real arithmetic (numpy's complex
         log is about ten times slower): |z|^2 = 1 + 2 q (1 - q)(cos - 1), arg z = atan2(q sin, 1 + q (cos - 1))."""
         q = q[:, None]
-        modulus = 0.5 * np.log1p(2.0 * (q * (1.0 - q)) * self.cos_minus_1)
-        return modulus + 1j * np.arctan2(q * self.sin, 1.0 + q * self.cos_minus_1)
+        out = np.empty((q.shape[0], self.J), dtype=complex)  # parts written in place: no complex temporaries
+        np.log1p(2.0 * (q * (1.0 - q)) * self.cos_minus_1, out=out.real)
+        out.real *= 0.5
+        np.arctan2(q * self.sin, 1.0 + q * self.cos_minus_1, out=out.imag)
+        return out
 
     def factor(self, q: np.ndarray) -> np.ndarray:
         """(k, J): 1 - q + q w_j."""
         q = q[:, None]
-        return (1.0 + q * self.cos_minus_1) + 1j * (q * self.sin)
+        out = np.empty((q.shape[0], self.J), dtype=complex)
+        np.multiply(q, self.cos_minus_1, out=out.real)
+        out.real += 1.0
+        np.multiply(q, self.sin, out=out.imag)
+        return out
 
     def inverse_factor(self, q: np.ndarray) -> np.ndarray:
         """(k, J): 1 / (1 - q + q w_j), never infinite (L is odd: |1 - q + q w_j| >= sin(pi / 2L))."""
         q = q[:, None]
         re, im = 1.0 + q * self.cos_minus_1, q * self.sin
-        return (re - 1j * im) / (re * re + im * im)
+        scale = re * re + im * im
+        out = np.empty((q.shape[0], self.J), dtype=complex)
+        np.divide(re, scale, out=out.real)
+        np.divide(im, scale, out=out.imag)
+        np.negative(out.imag, out=out.imag)
+        return out
 
 
 def _exact_nse_rate(occ: np.ndarray, cells: np.ndarray, min_count: int,
