@@ -127,10 +127,11 @@ def _search(solve, fallback, low: float, high: float, steps: int, bracket: tuple
     setting below a feasible one feasible): each setting the bisection would try is then
     judged as it was for that robot, so it takes the same path. Otherwise the answer is
     usually near (robots of one MDP take similar settings): the search gallops away from the
-    bracket on the side those two solves point to, by ratios q, q^2, q^4, ... of the
-    bracket's own q = infeasible / feasible (down to `low` at most, up to `high`), then
-    bisects what it found down to ratio q. That takes a few solves where a bisection from
-    `high` takes `steps` more.
+    bracket on the side those two solves point to, by ratios q, q^2, q^4, ... with q the
+    bracket's own infeasible / feasible but at least SEARCH_RATIO (down to `low` at most, up
+    to `high`), then bisects what it found down to ratio q. That takes a few solves where a
+    bisection from `high` takes `steps` more; where feasibility is not monotone it may end at
+    another feasible setting than that bisection would.
     Returns ((setting, policy), solves, (setting, smallest infeasible setting tried above it,
     or inf)).
     """
