@@ -278,6 +278,7 @@ class FleetCounts:
             bank.g_hat[rows] = (g @ bank.phase) * shift
             bank.h_hat[rows] = (h @ bank.phase) * shift
             bank.h_weighted[rows] = bank.h_hat[rows] * bank.weight
+            bank.phi_h[rows] = bank.phi[rows] * bank.h_weighted[rows]
 
     def _build(self) -> None:
         """Every column in the bank its window needs, its PGF summed over the behaviours."""
@@ -299,7 +300,7 @@ class FleetCounts:
             for term in self._term(self.p[i], int(self.behaviours[i])):
                 self._banks[term.index].log_phi[term.rows] += float(m) * term.log
         for bank in self._banks:
-            np.exp(bank.log_phi, out=bank.phi)
+            bank.set_phi()
 
     def _assign(self, columns: np.ndarray, points: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Append `columns` to the banks of `points` points each (their rows start empty: log
@@ -329,7 +330,7 @@ class FleetCounts:
                 log_phi += np.einsum("b,bkj->kj", mult[start : start + 64].astype(float),
                                      bank.log_term(block.reshape(-1)).reshape(len(block), len(cols), -1))
             bank.log_phi[rows] = log_phi
-            bank.phi[rows] = np.exp(log_phi)
+            bank.set_phi(rows)
         self._place(columns, a[columns], b[columns])
 
     def _term(self, p: np.ndarray, behaviour: int | None = None) -> list["_Term"]:
@@ -369,7 +370,7 @@ class FleetCounts:
                     touched.setdefault(term.index, []).append(term.rows)
             for index, parts in touched.items():
                 rows = np.unique(np.concatenate(parts))
-                self._banks[index].phi[rows] = np.exp(self._banks[index].log_phi[rows])
+                self._banks[index].set_phi(rows)
             return
         new_flat = new.reshape(-1)
         deep: dict[int, list] = {}
@@ -380,26 +381,25 @@ class FleetCounts:
             deep.setdefault(index, []).append(rows[(log_phi.real < DEEP_LOG).any(axis=1)])
             log_phi -= term.log
             bank.log_phi[rows] = log_phi
-            bank.phi[rows] *= term.inverse
+            bank.scale_phi(rows, term.inverse)
         for term in self._term(new, new_behaviour):
             index, rows = term.index, term.rows
             bank = self._banks[index]
             log_phi = bank.log_phi[rows]
             log_phi += term.log
             bank.log_phi[rows] = log_phi
-            bank.phi[rows] *= bank.factor(new_flat[bank.cols[rows]])
+            bank.scale_phi(rows, bank.factor(new_flat[bank.cols[rows]]))
             deep.setdefault(index, []).append(rows[(log_phi.real < DEEP_LOG).any(axis=1)])
         self._swaps_since_refresh += 1
         if self._swaps_since_refresh >= REFRESH_EVERY:
             for bank in self._banks:
-                np.exp(bank.log_phi, out=bank.phi)
+                bank.set_phi()
             self._swaps_since_refresh = 0
             return
         for index, parts in deep.items():
             rows = np.unique(np.concatenate(parts))
             if len(rows):
-                bank = self._banks[index]
-                bank.phi[rows] = np.exp(bank.log_phi[rows])
+                self._banks[index].set_phi(rows)
 
     def _expect_on(self, cols: np.ndarray, increment: bool, leave_out: int | None = None) -> np.ndarray:
         """(k,) E[f_c(N)] at the flat (t, c) columns `cols` (f = g, or its increment), for the
@@ -568,12 +568,12 @@ class FleetCounts:
         # the columns of each bank, in column order: one sort instead of a comparison per bank
         order = np.argsort(banks, kind="stable")
         edges = np.flatnonzero(np.diff(banks[order])) + 1
-        parts = []  # per bank: (its columns' positions in cols, PGF without robot i, ratio new / old or None, h_hat w)
+        parts = []  # per bank: (its columns' positions in cols, PGF without robot i times h_hat w, ratio new / old or None)
         for sel in np.split(order, edges):
             index = int(banks[sel[0]])
             bank = self._banks[index]
             rows = self._row_of[cols[sel]]
-            pgf = bank.phi[rows]
+            pgf = bank.phi_h[rows]  # phi h_hat w: the marginal is its sum over the points
             ratio = bank.factor(new[cols[sel]]) if most > 1 else None  # only a second swap needs it
             if index in own:
                 # robot i's rows there are those of its columns with old > 0, in the same order
@@ -588,21 +588,21 @@ class FleetCounts:
                     pgf[where] *= inverse
                     if ratio is not None:
                         ratio[where] *= inverse
-            parts.append((sel, pgf, ratio, bank.h_weighted[rows]))
+            parts.append((sel, pgf, ratio))
         support = self._support[cols] - own_old  # robots that can be there, robot i left out
         step = own_new.astype(np.int64) - own_old
         m = np.empty(len(cols))
         taken = 0
         while taken < most:
-            for sel, pgf, _, h_w in parts:
-                m[sel] = np.einsum("kj,kj->k", pgf, h_w).real
+            for sel, pgf, _ in parts:
+                m[sel] = pgf.sum(axis=1).real
             allowed = support + taken * step + 1 >= self.penalty.min_count
             change = float((dp * np.where(allowed, np.maximum(m, 0.0), 0.0)).sum())
             if not change < -threshold:
                 break
             taken += 1
             if taken < most:
-                for _, pgf, ratio, _ in parts:
+                for _, pgf, ratio in parts:
                     pgf *= ratio
         return taken
 
@@ -678,9 +678,10 @@ class _Bank:
         self.cols = np.zeros(0, dtype=np.int64)  # the flat (t, c) column of each row
         self.g_hat = np.zeros((0, self.J), dtype=complex)
         self.h_hat = np.zeros((0, self.J), dtype=complex)
-        self.h_weighted = np.zeros((0, self.J), dtype=complex)  # h_hat * weight (judging a swap sums over it)
+        self.h_weighted = np.zeros((0, self.J), dtype=complex)  # h_hat * weight
         self.log_phi = np.zeros((0, self.J), dtype=complex)
         self.phi = np.ones((0, self.J), dtype=complex)  # exp(log_phi), kept up to date row by row
+        self.phi_h = np.zeros((0, self.J), dtype=complex)  # phi * h_weighted, kept with phi (a judged swap sums it)
 
     def grow(self, columns: np.ndarray) -> np.ndarray:
         """Rows for `columns` (transforms and log PGF zero); their row numbers."""
@@ -692,7 +693,23 @@ class _Bank:
         self.h_weighted = np.concatenate([self.h_weighted, extra])
         self.log_phi = np.concatenate([self.log_phi, extra])
         self.phi = np.concatenate([self.phi, extra + 1.0])
+        self.phi_h = np.concatenate([self.phi_h, extra])
         return rows
+
+    def set_phi(self, rows: np.ndarray | None = None) -> None:
+        """phi = exp(log_phi) on `rows` (None: every row), phi_h with it."""
+        if rows is None:
+            np.exp(self.log_phi, out=self.phi)
+            np.multiply(self.phi, self.h_weighted, out=self.phi_h)
+        else:
+            phi = np.exp(self.log_phi[rows])
+            self.phi[rows] = phi
+            self.phi_h[rows] = phi * self.h_weighted[rows]
+
+    def scale_phi(self, rows: np.ndarray, factor: np.ndarray) -> None:
+        """phi *= factor on `rows`, phi_h with it."""
+        self.phi[rows] *= factor
+        self.phi_h[rows] *= factor
 
     def log_term(self, q: np.ndarray) -> np.ndarray:
         """(k, J): Log(1 - q + q w_j) for probabilities q (k,), in real arithmetic (numpy's complex
