@@ -188,6 +188,15 @@ def brute_force_shortest_path(mats, r, terminal, allowed):
     return best
 
 
+def assert_below_and_within_bound(result, reference, method, label) -> None:
+    """A shortest-path solve by `method`: within its proven bound of V* (`reference`), the bound
+    within the tolerance, every value below V* (the iterates rise to it)."""
+    assert result.method == method, label
+    error = np.max(np.abs(result.values - reference))
+    assert error <= result.error_bound + 1e-12 and result.error_bound <= TOL, (label, error, result.error_bound)
+    assert np.all(result.values <= reference + 1e-12), label
+
+
 def random_shortest_path(seed, n_states, n_actions, step_cost):
     """A random shortest path: n_states live states and a goal every state-action reaches with
     some probability, rewards <= -step_cost; (rng, mdp, dense transition matrices, rewards, terminal)."""
@@ -215,10 +224,7 @@ def test_random_shortest_paths_match_brute_force(seed, n_states, n_actions, step
     reference = brute_force_shortest_path(mats, r, terminal, allowed)
     for method in ("mpi", "pi"):
         result = value_iteration(mdp, r, allowed=allowed, discount=1.0, tolerance=TOL, method=method)
-        assert result.method == method
-        error = np.max(np.abs(result.values - reference))
-        assert error <= result.error_bound + 1e-12 and result.error_bound <= TOL, (method, error, result.error_bound)
-        assert np.all(result.values <= reference + 1e-12)  # the iterates stay below V*
+        assert_below_and_within_bound(result, reference, method, method)
         assert finishes_surely(mdp, result.policy).all()
 
 
@@ -241,10 +247,7 @@ def test_shortest_path_from_the_values_of_fewer_allowed_actions(seed, n_states, 
     for name, start in starts.items():
         result = value_iteration(mdp, r, allowed=more, discount=1.0, tolerance=TOL, method="mpi",
                                  initial_values=start)
-        assert result.method == "mpi", name
-        error = np.max(np.abs(result.values - reference))
-        assert error <= result.error_bound + 1e-12 and result.error_bound <= TOL, (name, error, result.error_bound)
-        assert np.all(result.values <= reference + 1e-12), name
+        assert_below_and_within_bound(result, reference, "mpi", name)
         assert finishes_surely(mdp, result.policy).all(), name
         np.testing.assert_array_equal(result.policy[untied(cold.q_values)], cold.policy[untied(cold.q_values)])
     # which of them are taken as a start (the others fall back to the cold one)
@@ -281,10 +284,7 @@ def test_shortest_path_from_a_given_start_policy(seed, n_states, n_actions, step
     for name, candidate in candidates.items():
         result = value_iteration(mdp, r, allowed=allowed, discount=1.0, tolerance=TOL, method="mpi",
                                  start_policy=candidate)
-        assert result.method == "mpi", name
-        error = np.max(np.abs(result.values - reference))
-        assert error <= result.error_bound + 1e-12 and result.error_bound <= TOL, (name, error, result.error_bound)
-        assert np.all(result.values <= reference + 1e-12), name
+        assert_below_and_within_bound(result, reference, "mpi", name)
         start = solvers._finishing_policy(mdp, allowed_am, candidate)
         assert finishes_surely(mdp, start).all() and allowed[np.arange(n_states + 1), start].all(), name
         assert np.array_equal(start, candidate) == (name == "finishing"), name
