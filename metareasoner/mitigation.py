@@ -276,7 +276,7 @@ class Mitigation(BaseEstimator):
                         pairs (each episode of n robots holds n (H + 1) of them), never fewer than 2
       max_samples       see `episodes`
       seed              seeds the rollouts (and the default regressor)
-      regressor         any estimator with fit/predict for generalised RECON (default: a random forest)
+      regressor         any estimator with fit/predict for generalised RECON (default: a regression tree, strategies.fit_regression_tree)
       max_training_pairs  generalised RECON subsamples its training set to this size
       selfish, care     alpha1, alpha2 of the considerate reward
       desired_outcomes  `rules.DesiredOutcome`s: orders for their proxy robots, applied first, as asked

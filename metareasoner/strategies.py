@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.ensemble import RandomForestRegressor
+from sklearn.tree import DecisionTreeRegressor
 
 from planner.budget import (
     BudgetedPolicy,
@@ -201,9 +201,9 @@ class Generalised(PenaltyStrategy):
 
     def _fit(self, fleet, zone, value, valid, blame):
         x, y = self.training_set(fleet, zone, value, valid, blame)
-        model = clone(self.regressor) if self.regressor is not None else RandomForestRegressor(
-            n_estimators=50, min_samples_leaf=3, random_state=self.seed)
-        return model.fit(x, y)
+        if self.regressor is not None:
+            return clone(self.regressor).fit(x, y)
+        return fit_regression_tree(x, y, random_state=self.seed)
 
     def training_set(self, fleet, zone, value, valid, blame) -> tuple[np.ndarray, np.ndarray]:
         """(x, y): features (value, in a zone) and blame of each robot in each visited joint state
@@ -243,6 +243,25 @@ class Generalised(PenaltyStrategy):
             y.append(cf_blame)
         y = np.concatenate(y)
         return x, (y if keep is None else y[keep])
+
+
+def fit_regression_tree(x: np.ndarray, y: np.ndarray, random_state: int | None = 0) -> DecisionTreeRegressor:
+    """The default generaliser: a least-squares regression tree grown on `(x, y)`, fitted on
+    the distinct rows of `x` (each weighted by how often it occurs, with its mean target).
+
+    phi holds a handful of distinct rows (section 6) among tens of thousands of pairs. A squared
+    error tree's splits and leaf values depend on the data only through each distinct row's
+    count and target sum (the spread within a row is the same for every split, and a row is
+    never split), so this is the tree grown on every pair, at the cost of a few rows; grown
+    fully, it predicts each seen row's mean blame."""
+    x = np.asarray(x)
+    y = np.asarray(y, dtype=float)
+    if not len(x):
+        raise ValueError("the generaliser has no training pairs")
+    rows, inverse, count = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    mean = np.bincount(inverse, weights=y, minlength=len(rows)) / count
+    return DecisionTreeRegressor(random_state=random_state).fit(rows, mean, sample_weight=count.astype(float))
 
 
 def _predict_distinct(model, phi: np.ndarray, known: dict[bytes, float]) -> np.ndarray:

@@ -288,6 +288,32 @@ def test_generalised_training_set_blames_only_the_pairs_it_keeps(fleet, max_pair
     assert (y > 0).any()
 
 
+def test_the_default_generaliser_is_the_tree_grown_on_every_pair():
+    """`fit_regression_tree` fits on distinct rows with counts and mean targets: its predictions
+    are those of scikit-learn's tree grown on every raw pair, on seen rows (their mean target)
+    and on rows never seen."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    from metareasoner.strategies import fit_regression_tree
+
+    rng = np.random.default_rng(4)
+    for trial in range(6):
+        size = int(rng.integers(30, 3000))
+        x = np.stack([rng.integers(0, 5, size), rng.integers(0, 2, size)], axis=1)
+        x[x[:, 0] == 3, 1] = 0  # (3, 1) never seen
+        y = rng.exponential(1.0, size) * (1 + x[:, 0] * x[:, 1]) + (rng.random(size) < 0.3) * trial
+        grid = np.array([(v, z) for v in range(6) for z in range(2)])
+        raw = DecisionTreeRegressor(random_state=0).fit(x, y)
+        ours = fit_regression_tree(x, y, random_state=0)
+        np.testing.assert_allclose(ours.predict(grid), raw.predict(grid), rtol=1e-9, atol=1e-12)
+        for row in np.unique(x, axis=0):
+            same = (x == row).all(axis=1)
+            assert ours.predict(row[None])[0] == pytest.approx(y[same].mean(), rel=1e-9)
+        assert ours.tree_.node_count <= 2 * len(np.unique(x, axis=0))
+    with pytest.raises(ValueError, match="no training pairs"):
+        fit_regression_tree(np.zeros((0, 2)), np.zeros(0))
+
+
 def test_predictions_of_distinct_feature_rows_are_the_regressors_own():
     """Generalised RECON predicts each distinct feature row once: the same values, bit for bit,
     as predicting every state, also for rows known from an earlier MDP."""
