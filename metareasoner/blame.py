@@ -81,8 +81,10 @@ class _Counts:
     """R_N(s) and the count table of a batch; any one-robot change is a table look-up."""
 
     def __init__(self, penalty: NSEPenalty, zone, value, extra: int = 1) -> None:
-        self.penalty = penalty
-        self.zone, self.value = zone, value = penalty.check(zone, value)
+        zone, value = penalty.check(zone, value)
+        # only the visited zones' rows: the same R_N, and of every one-robot change
+        penalty, zone, _ = penalty.on_visited_zones(zone)
+        self.penalty, self.zone, self.value = penalty, zone, value
         B, n = zone.shape
         self.rows = np.arange(B)[:, None]
         self.counts = penalty.counts(zone, value, check=False)
@@ -238,7 +240,8 @@ class CounterfactualBlame(BlameMethod):
         if not len(rows):
             return out
         urows, r_of = np.unique(rows, return_inverse=True)
-        zu, vu = zone[urows], value[urows]
+        penalty, zu, _ = penalty.on_visited_zones(zone[urows])
+        vu = value[urows]
         mask = _valid_mask(valid, (B, n, V))
         code = _valid_code(mask, urows, zu.shape, V)
         z_a, v_a, c_a = zu[r_of, agents], vu[r_of, agents], code[r_of, agents]
@@ -339,6 +342,7 @@ def _savings_by_type(penalty, zone, value, valid, min_agents: int = 64):
     B, n = zone.shape
     V = penalty.n_values
     mask = _valid_mask(valid, (B, n, V))
+    penalty, zone, _ = penalty.on_visited_zones(zone)
     types, t_of, _ = _robot_types(penalty, zone, value, _valid_code(mask, None, (B, n), V))
     if 2 * len(types) > n:
         return None

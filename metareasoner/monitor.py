@@ -269,16 +269,22 @@ class FleetCounts:
             L = bank.L
             lo = np.clip(a[sel] - (L - (b[sel] - a[sel] + 1)) // 2, 0, max(0, n + 1 - L))
             self._lo[cols] = lo
-            k = lo[:, None] + np.arange(L)[None, :]  # (m, L) counts in each window
-            c = cols % C
+            # the transforms depend on the cell and the window only: once per (cell, lo) pair
+            # (every step of a cell shares them while its window does)
+            pairs, which = np.unique((cols % C) * (n + 2) + lo, return_inverse=True)
+            c, start = np.divmod(pairs, n + 2)
+            k = start[:, None] + np.arange(L)[None, :]  # (u, L) counts in each window
             g = np.where(k <= n + 1, self._table[c[:, None], np.minimum(k, n + 1)], 0.0)
             h = np.where(k <= n, self._table[c[:, None], np.minimum(k + 1, n + 1)] - g, 0.0)
-            shift = np.exp(-2j * np.pi * ((lo[:, None] * bank.j[None, :]) % L) / L)  # w_j^-lo
+            shift = np.exp(-2j * np.pi * ((start[:, None] * bank.j[None, :]) % L) / L)  # w_j^-lo
+            h_hat = (h @ bank.phase) * shift
+            which = which.reshape(-1)
             rows = self._row_of[cols]
-            bank.g_hat[rows] = (g @ bank.phase) * shift
-            bank.h_hat[rows] = (h @ bank.phase) * shift
-            bank.h_weighted[rows] = bank.h_hat[rows] * bank.weight
-            bank.phi_h[rows] = bank.phi[rows] * bank.h_weighted[rows]
+            bank.g_hat[rows] = ((g @ bank.phase) * shift)[which]
+            bank.h_hat[rows] = h_hat[which]
+            h_weighted = (h_hat * bank.weight)[which]
+            bank.h_weighted[rows] = h_weighted
+            bank.phi_h[rows] = bank.phi[rows] * h_weighted
 
     def _build(self) -> None:
         """Every column in the bank its window needs, its PGF summed over the behaviours."""
@@ -686,6 +692,12 @@ class _Bank:
     def grow(self, columns: np.ndarray) -> np.ndarray:
         """Rows for `columns` (transforms and log PGF zero); their row numbers."""
         rows = np.arange(len(self.cols), len(self.cols) + len(columns))
+        if not len(self.cols):  # a new bank: its arrays made at their size
+            self.cols = np.array(columns, dtype=np.int64)
+            for name in ("g_hat", "h_hat", "h_weighted", "log_phi", "phi_h"):
+                setattr(self, name, np.zeros((len(columns), self.J), dtype=complex))
+            self.phi = np.ones((len(columns), self.J), dtype=complex)
+            return rows
         extra = np.zeros((len(columns), self.J), dtype=complex)
         self.cols = np.concatenate([self.cols, columns])
         self.g_hat = np.concatenate([self.g_hat, extra])

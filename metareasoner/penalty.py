@@ -57,15 +57,19 @@ class NSEPenalty:
                 tw.append(float(r.weight))
                 tk.append(float(r.sensitivity))
         self.rules = tuple(rules)
-        self.zone_names = zone_names
         self.feature = feature
         self.min_count = int(min_count)
+        self._set_terms(zone_names, np.array(tz, dtype=np.intp), np.array(tv, dtype=np.intp),
+                        np.array(tw, dtype=float), np.array(tk, dtype=float))
+
+    def _set_terms(self, zone_names: tuple, tz, tv, tw, tk) -> None:
+        self.zone_names = zone_names
         self.n_zones = len(zone_names)  # Z; count tables have Z + 1 zone rows (row 0: no zone)
-        self.n_values = len(feature.values)  # V, value 0 is null
-        self.term_zone = _frozen(np.array(tz, dtype=np.intp))
-        self.term_value = _frozen(np.array(tv, dtype=np.intp))
-        self.term_weight = _frozen(np.array(tw, dtype=float))
-        self.term_sensitivity = _frozen(np.array(tk, dtype=float))
+        self.n_values = len(self.feature.values)  # V, value 0 is null
+        self.term_zone = _frozen(tz)
+        self.term_value = _frozen(tv)
+        self.term_weight = _frozen(tw)
+        self.term_sensitivity = _frozen(tk)
         has = np.zeros((self.n_zones + 1, self.n_values), dtype=bool)
         has[self.term_zone, self.term_value] = True
         self.cell_has_term = _frozen(has)
@@ -75,6 +79,41 @@ class NSEPenalty:
         self._table_cache = np.zeros((self.n_zones + 1, self.n_values, 0))
         self._max_cache: dict[int, float] = {}
         self._term_table = np.zeros((len(tz), 0))  # g_t(k) for k = 0.. (grown on demand)
+        self._views: dict[bytes, NSEPenalty] = {}  # visited zones -> this penalty on them
+
+    def on_visited_zones(self, zone: np.ndarray) -> tuple["NSEPenalty", np.ndarray, np.ndarray | None]:
+        """(penalty, zone, zones): this penalty on the zones a checked batch visits only, the
+        batch's zones renumbered for it, and the original number of each of its zones (None when
+        it is this penalty itself: few zones, or most of them visited).
+
+        R_N is the same on the batch and on every change of a robot's value in it (a term of
+        a zone nobody is in counts fewer than min_count >= 2 robots, so g = 0), and count tables
+        have a row per visited zone only: a map of a hundred one-cell zones visited by ten
+        robots counts in a few rows instead of a hundred."""
+        Z = self.n_zones
+        if Z < 8 or zone.size == 0:
+            return self, zone, None
+        present = np.zeros(Z + 1, dtype=bool)
+        present[zone.ravel()] = True
+        present[0] = True
+        zones = np.flatnonzero(present)
+        if 2 * len(zones) > Z + 1:
+            return self, zone, None
+        key = zones.tobytes()
+        view = self._views.get(key)
+        if view is None:
+            number = np.cumsum(present) - 1  # original zone -> its row in the view
+            keep = present[self.term_zone]
+            view = object.__new__(NSEPenalty)
+            view.rules, view.feature, view.min_count = self.rules, self.feature, self.min_count
+            view._set_terms(tuple(self.zone_names[z - 1] for z in zones[1:]), number[self.term_zone[keep]],
+                            self.term_value[keep].copy(), self.term_weight[keep].copy(),
+                            self.term_sensitivity[keep].copy())
+            if len(self._views) >= 64:
+                self._views.clear()
+            self._views[key] = view
+        number = np.cumsum(present) - 1
+        return view, number[zone], zones
 
     @classmethod
     def from_world(cls, world: World, feature: Feature) -> "NSEPenalty":
@@ -151,7 +190,9 @@ class NSEPenalty:
 
     def __call__(self, zone, value) -> np.ndarray:
         """R_N per joint state, (B,)."""
-        return self.from_counts(self.counts(zone, value))
+        zone, value = self.check(zone, value)
+        view, zone, _ = self.on_visited_zones(zone)
+        return view.from_counts(view.counts(zone, value, check=False))
 
     def cell_values(self, counts) -> np.ndarray:
         """Penalty of each (zone, value) cell, (..., Z+1, V): several terms of a cell add."""
@@ -164,20 +205,26 @@ class NSEPenalty:
 
     def zone_breakdown(self, zone, value) -> np.ndarray:
         """Penalty per zone, (B, Z+1); column 0 (no zone) is always 0."""
-        counts = self.counts(zone, value)
-        return self.term_values(counts[:, self.term_zone, self.term_value]) @ self._zone_of_term
+        return self.with_zones(zone, value)[1]
 
     def with_zones(self, zone, value) -> tuple[np.ndarray, np.ndarray]:
         """`self(zone, value)` and `zone_breakdown(zone, value)`, counting once."""
-        g = self.term_values(self.counts(zone, value)[:, self.term_zone, self.term_value])
-        return g.sum(axis=-1), g @ self._zone_of_term
+        zone, value = self.check(zone, value)
+        view, zone, zones = self.on_visited_zones(zone)
+        g = view.term_values(view.counts(zone, value, check=False)[:, view.term_zone, view.term_value])
+        if zones is None:
+            return g.sum(axis=-1), g @ self._zone_of_term
+        by_zone = np.zeros((zone.shape[0], self.n_zones + 1))
+        by_zone[:, zones] = g @ view._zone_of_term
+        return g.sum(axis=-1), by_zone
 
     def participants(self, zone, value) -> np.ndarray:
         """P(s), (B, n) bool: robots counted in some term whose count reaches min_count."""
         zone, value = self.check(zone, value)
-        counts = self.counts(zone, value, check=False)
+        view, zone, _ = self.on_visited_zones(zone)
+        counts = view.counts(zone, value, check=False)
         own = counts[np.arange(zone.shape[0])[:, None], zone, value]
-        return self.cell_has_term[zone, value] & (own >= self.min_count)
+        return view.cell_has_term[zone, value] & (own >= self.min_count)
 
     # -- helpers for blame --------------------------------------------------------------------
 

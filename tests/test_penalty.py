@@ -22,12 +22,17 @@ from conftest import MAPS
 
 @st.composite
 def instances(draw, max_agents: int = 8, max_states: int = 5):
-    """(penalty, zone (B, n), value (B, n)) with several rules possibly on one cell."""
-    n_zones = draw(st.integers(0, 3))
+    """(penalty, zone (B, n), value (B, n)) with several rules possibly on one cell; a map of
+    many zones of which the batch visits a few now and then (the penalty counts on the visited
+    zones only, `NSEPenalty.on_visited_zones`)."""
+    many = draw(st.booleans())
+    n_zones = draw(st.integers(8, 24) if many else st.integers(0, 3))
     n_values = draw(st.integers(2, 4))
     zone_names = tuple(f"z{k}" for k in range(n_zones))
     feature = Feature("f", "dynamic_global", tuple(f"v{k}" for k in range(n_values)))
-    zone_choice = st.sampled_from((None,) + zone_names)
+    visited = sorted(draw(st.sets(st.integers(1, n_zones), min_size=1, max_size=3))) if many else None
+    named = zone_names if not many else tuple(zone_names[z - 1] for z in visited) + zone_names[:2]
+    zone_choice = st.sampled_from((None,) + named)
     rule = st.builds(NSERule, zone_choice, st.just("f"), st.sampled_from(feature.values[1:]),
                      st.floats(0.1, 5.0), st.floats(0.1, 3.0))
     rules = draw(st.lists(rule, max_size=5))
@@ -37,6 +42,8 @@ def instances(draw, max_agents: int = 8, max_states: int = 5):
     rng = np.random.default_rng(seed)
     # few zones and values so that counts of 2 and more are common
     zone = rng.integers(0, n_zones + 1, size=(B, n))
+    if many:  # a few zones visited (some rules name others)
+        zone = rng.choice(np.array([0, *visited]), size=(B, n))
     value = rng.integers(0, n_values, size=(B, n))
     return penalty, zone, value
 
