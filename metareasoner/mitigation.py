@@ -62,6 +62,7 @@ class Fleet:
     _valid: dict = field(default_factory=dict, repr=False)  # id(MDP) -> valid_table
     _valid_stacked: tuple | None = field(default=None, repr=False)  # (tables end to end, each robot's offset)
     _occupancy: dict = field(default_factory=dict, repr=False)  # behaviour key -> (H+1, Z+1, V)
+    _joint: tuple | None = field(default=None, repr=False)  # (behaviour keys, report, counts) of the last joint policy
 
     @classmethod
     def plan(cls, scenario: Scenario, progress: Callable[[int, int], None] | None = None,
@@ -133,11 +134,19 @@ class Fleet:
         return self.exact_and_counts(policies)[0]
 
     def exact_and_counts(self, policies: Sequence[np.ndarray]) -> tuple[MonitorReport, FleetCounts]:
+        """The exact report and count distributions of the joint policy (counts of its own: the
+        caller may swap robots in them). The last joint policy's are kept: every mitigation of
+        a fleet starts from its task policies, and a run that changes nothing ends there."""
+        keys = self.behaviour_keys(policies)
+        if self._joint is not None and self._joint[0] == keys:
+            return self._joint[1], self._joint[2].copy()
         occ = self.occupancy(policies)
-        counts = FleetCounts(self.penalty, occ, keys=self.behaviour_keys(policies))
+        counts = FleetCounts(self.penalty, occ, keys=keys)
         per_step, per_zone = counts.breakdown()
         rate = _exact_nse_rate(occ, counts.cells, self.scenario.world.min_count, counts.behaviours)
-        return MonitorReport("exact", float(per_step.sum()), rate, per_step, per_zone), counts
+        report = MonitorReport("exact", float(per_step.sum()), rate, per_step, per_zone)
+        self._joint = (keys, report, counts.copy())
+        return report, counts
 
     def keep_occupancy(self, i: int, policy: np.ndarray, occupancy: np.ndarray) -> None:
         """Keep `occupancy`, computed elsewhere (a replan's worker), as robot i's under `policy`."""

@@ -211,6 +211,15 @@ class FleetCounts:
         self._var = (self.p * (1.0 - self.p)).sum(axis=0)  # Var N
         self._build()
 
+    def copy(self) -> "FleetCounts":
+        """An independent copy: swaps on either leave the other as it is (the penalty, the
+        cells and the tables of g, never changed, are shared)."""
+        new = object.__new__(FleetCounts)
+        new.__dict__ = {key: value.copy() if isinstance(value, (np.ndarray, dict)) else value
+                        for key, value in self.__dict__.items()}
+        new._banks = [bank.copy() for bank in self._banks]
+        return new
+
     # -- the transform -------------------------------------------------------------------------
 
     @property
@@ -688,6 +697,13 @@ class _Bank:
         self.log_phi = np.zeros((0, self.J), dtype=complex)
         self.phi = np.ones((0, self.J), dtype=complex)  # exp(log_phi), kept up to date row by row
         self.phi_h = np.zeros((0, self.J), dtype=complex)  # phi * h_weighted, kept with phi (a judged swap sums it)
+
+    def copy(self) -> "_Bank":
+        new = object.__new__(_Bank)
+        new.__dict__ = dict(self.__dict__)
+        for name in ("cols", "g_hat", "h_hat", "h_weighted", "log_phi", "phi", "phi_h"):
+            setattr(new, name, getattr(self, name).copy())
+        return new
 
     def grow(self, columns: np.ndarray) -> np.ndarray:
         """Rows for `columns` (transforms and log PGF zero); their row numbers."""

@@ -44,6 +44,34 @@ def test_incremental_exact_penalty_equals_a_full_recompute(fleets, name):
         assert old + predicted == pytest.approx(full, abs=1e-9)
 
 
+def test_a_fleet_keeps_its_last_joint_policy_apart_from_the_counts_it_hands_out(fleets):
+    """`Fleet.exact_and_counts` keeps the last joint policy's report and counts: asked again for
+    equal policies (other arrays) it gives the same numbers as a fresh build, whatever was swapped
+    in the counts it handed out before; one fleet's mitigations are those of fresh fleets."""
+    fleet = fleets["salp/salp-1.map"]
+    policies = [p.policy for p in fleet.plans]
+    report, counts = fleet.exact_and_counts(policies)
+    fresh = FleetCounts(fleet.penalty, fleet.occupancy(policies), keys=fleet.behaviour_keys(policies))
+    assert counts.total() == fresh.total() == report.total_penalty
+    rng = np.random.default_rng(3)
+    for i in range(3):  # the handed-out counts change
+        new = policies[i].copy()
+        new[rng.random(len(new)) < 0.3] = 0
+        counts.swap(i, counts.cell_probabilities(fleet.robot_occupancy(i, new)))
+    assert counts.total() != fresh.total()
+    again_report, again = fleet.exact_and_counts([p.copy() for p in policies])
+    assert again is not counts and again_report.total_penalty == report.total_penalty
+    assert again.total() == fresh.total()
+    np.testing.assert_array_equal(again.expected(), fresh.expected())
+    other = Fleet.plan(fleet.scenario, backend="serial")
+    for method in ("recon", "gen-recon-cf", "best-response"):
+        ours, theirs = (Mitigation(method=method, seed=1).run(f) for f in (fleet, other))
+        other._joint = None  # the fresh fleet builds every time
+        assert ours.before.total_penalty == theirs.before.total_penalty
+        assert ours.after.total_penalty == theirs.after.total_penalty
+        assert all(np.array_equal(a, b) for a, b in zip(ours.policies, theirs.policies))
+
+
 def test_marginal_penalty_is_the_exact_contribution(fleets):
     fleet = fleets["salp/salp-1.map"]
     policies = [p.policy for p in fleet.plans]
