@@ -258,10 +258,23 @@ def fit_regression_tree(x: np.ndarray, y: np.ndarray, random_state: int | None =
     y = np.asarray(y, dtype=float)
     if not len(x):
         raise ValueError("the generaliser has no training pairs")
-    rows, inverse, count = np.unique(x, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
+    rows, inverse, count = _distinct_rows(x)
     mean = np.bincount(inverse, weights=y, minlength=len(rows)) / count
     return DecisionTreeRegressor(random_state=random_state).fit(rows, mean, sample_weight=count.astype(float))
+
+
+def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(x, axis=0) with inverse and counts; rows of small non-negative integers are
+    numbered first (a 1-D unique instead of a sort of row records)."""
+    if x.ndim == 2 and x.dtype.kind in "iu" and x.size and x.min() >= 0:
+        dims = x.max(axis=0).astype(np.int64) + 1
+        if float(np.prod(dims.astype(float))) < 2.0 ** 62:
+            keys, inverse, count = np.unique(np.ravel_multi_index(x.T, dims), return_inverse=True,
+                                             return_counts=True)
+            rows = np.stack(np.unravel_index(keys, dims), axis=1).astype(x.dtype)
+            return rows, inverse.reshape(-1), count
+    rows, inverse, count = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    return rows, inverse.reshape(-1), count
 
 
 def _predict_distinct(model, phi: np.ndarray, known: dict[bytes, float]) -> np.ndarray:

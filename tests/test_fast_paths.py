@@ -312,6 +312,11 @@ def test_the_default_generaliser_is_the_tree_grown_on_every_pair():
         assert ours.tree_.node_count <= 2 * len(np.unique(x, axis=0))
     with pytest.raises(ValueError, match="no training pairs"):
         fit_regression_tree(np.zeros((0, 2)), np.zeros(0))
+    from metareasoner.strategies import _distinct_rows
+    for x in (rng.integers(0, 4, (500, 2)), rng.integers(-2, 3, (50, 3)), rng.random((20, 2)).round(1)):
+        ours, reference = _distinct_rows(x), np.unique(x, axis=0, return_inverse=True, return_counts=True)
+        for a, b in zip(ours, reference):
+            np.testing.assert_array_equal(a, b.reshape(a.shape))
 
 
 def test_predictions_of_distinct_feature_rows_are_the_regressors_own():
