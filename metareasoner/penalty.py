@@ -190,9 +190,7 @@ class NSEPenalty:
 
     def __call__(self, zone, value) -> np.ndarray:
         """R_N per joint state, (B,)."""
-        zone, value = self.check(zone, value)
-        view, zone, _ = self.on_visited_zones(zone)
-        return view.from_counts(view.counts(zone, value, check=False))
+        return self._evaluate(*self.check(zone, value), by_zone=False)[0]
 
     def cell_values(self, counts) -> np.ndarray:
         """Penalty of each (zone, value) cell, (..., Z+1, V): several terms of a cell add."""
@@ -209,14 +207,40 @@ class NSEPenalty:
 
     def with_zones(self, zone, value) -> tuple[np.ndarray, np.ndarray]:
         """`self(zone, value)` and `zone_breakdown(zone, value)`, counting once."""
-        zone, value = self.check(zone, value)
-        view, zone, zones = self.on_visited_zones(zone)
+        return self._evaluate(*self.check(zone, value), by_zone=True)
+
+    def _evaluate(self, zone, value, by_zone: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        B, n = zone.shape
+        Z1 = self.n_zones + 1
+        if Z1 * self.n_values > 4 * n:
+            # more cells than robots: each state's occupied cells, not its count table
+            rows, z, v, count = self._occupied(zone, value)
+            g = self.cell_table(n)[z, v, count]
+            zones = np.bincount(rows * Z1 + z, weights=g, minlength=B * Z1).reshape(B, Z1) if by_zone else None
+            return np.bincount(rows, weights=g, minlength=B), zones
+        view, zone, visited = self.on_visited_zones(zone)
         g = view.term_values(view.counts(zone, value, check=False)[:, view.term_zone, view.term_value])
-        if zones is None:
+        if not by_zone:
+            return g.sum(axis=-1), None
+        if visited is None:
             return g.sum(axis=-1), g @ self._zone_of_term
-        by_zone = np.zeros((zone.shape[0], self.n_zones + 1))
-        by_zone[:, zones] = g @ view._zone_of_term
-        return g.sum(axis=-1), by_zone
+        zones = np.zeros((B, Z1))
+        zones[:, visited] = g @ view._zone_of_term
+        return g.sum(axis=-1), zones
+
+    def _occupied(self, zone: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(row, zone, value, count) of every cell that holds robots in a checked batch, one entry
+        per (joint state, cell), in row order."""
+        B, n = zone.shape
+        V = self.n_values
+        cell = np.sort(zone * V + value, axis=1)
+        first = np.ones((B, n), dtype=bool)
+        first[:, 1:] = cell[:, 1:] != cell[:, :-1]
+        rows, cols = np.nonzero(first)
+        start = rows * n + cols
+        count = np.diff(start, append=B * n)  # a row's last cell ends where the next row starts
+        z, v = np.divmod(cell[rows, cols], V)
+        return rows, z, v, count
 
     def participants(self, zone, value) -> np.ndarray:
         """P(s), (B, n) bool: robots counted in some term whose count reaches min_count."""
