@@ -62,7 +62,8 @@ class Fleet:
     _valid: dict = field(default_factory=dict, repr=False)  # id(MDP) -> valid_table
     _valid_stacked: tuple | None = field(default=None, repr=False)  # (tables end to end, each robot's offset)
     _occupancy: dict = field(default_factory=dict, repr=False)  # behaviour key -> (H+1, Z+1, V)
-    _joint: tuple | None = field(default=None, repr=False)  # (behaviour keys, report, counts) of the last joint policy
+    #: the last joint policies asked for: ((behaviour keys, report, counts), (behaviour keys, report))
+    _joint: tuple = field(default=(None, None), repr=False)
 
     @classmethod
     def plan(cls, scenario: Scenario, progress: Callable[[int, int], None] | None = None,
@@ -131,21 +132,29 @@ class Fleet:
 
     def exact(self, policies: Sequence[np.ndarray]) -> MonitorReport:
         """The exact monitor's report (J_N, NSE-state rate, per step and per zone)."""
-        return self.exact_and_counts(policies)[0]
+        return self._exact(policies, want_counts=False)[0]
 
     def exact_and_counts(self, policies: Sequence[np.ndarray]) -> tuple[MonitorReport, FleetCounts]:
         """The exact report and count distributions of the joint policy (counts of its own: the
         caller may swap robots in them). The last joint policy's are kept: every mitigation of
         a fleet starts from its task policies, and a run that changes nothing ends there."""
+        return self._exact(policies, want_counts=True)
+
+    def _exact(self, policies, want_counts: bool) -> tuple[MonitorReport, FleetCounts | None]:
         keys = self.behaviour_keys(policies)
-        if self._joint is not None and self._joint[0] == keys:
-            return self._joint[1], self._joint[2].copy()
+        with_counts, report_only = self._joint
+        if with_counts is not None and with_counts[0] == keys:
+            return with_counts[1], with_counts[2].copy() if want_counts else None
+        if not want_counts and report_only is not None and report_only[0] == keys:
+            return report_only[1], None
         occ = self.occupancy(policies)
         counts = FleetCounts(self.penalty, occ, keys=keys)
         per_step, per_zone = counts.breakdown()
         rate = _exact_nse_rate(occ, counts.cells, self.scenario.world.min_count, counts.behaviours)
         report = MonitorReport("exact", float(per_step.sum()), rate, per_step, per_zone)
-        self._joint = (keys, report, counts.copy())
+        # a report asked for alone is kept apart, without its counts (no copy to make), and
+        # leaves the last counts asked for in place
+        self._joint = ((keys, report, counts.copy()), report_only) if want_counts else (with_counts, (keys, report))
         return report, counts
 
     def keep_occupancy(self, i: int, policy: np.ndarray, occupancy: np.ndarray) -> None:
