@@ -206,6 +206,7 @@ class FleetCounts:
                                    dtype=np.int64)
         self._table = penalty.cell_table(n + 1)[self.cells[:, 0], self.cells[:, 1], : n + 2]  # (C, n+2): g_c(k)
         self._marginals: dict[int, np.ndarray] = {}
+        self._expected: np.ndarray | None = None  # E[g_c(N_c(t))] (T, C), kept until the counts change
         self._mean = self.p.sum(axis=0)  # (T, C) E[N]
         self._support = (self.p > 0).sum(axis=0).reshape(-1)  # robots that can be in each (t, c)
         self._var = (self.p * (1.0 - self.p)).sum(axis=0)  # Var N
@@ -263,7 +264,7 @@ class FleetCounts:
         self._banks.append(_Bank(L))
         return len(self._banks) - 1
 
-    def _place(self, columns: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    def _place(self, columns: np.ndarray, a: np.ndarray, b: np.ndarray, with_phi: bool = True) -> None:
         """Centre the windows of `columns` (flat (t, c); a, b per column) on [a, b] and transform g
         and its increment there, in each column's bank: F_c(j) = sum_{k = lo}^{lo + L - 1} f_c(k) w_j^-k.
         The PGF at L points gives the count's pmf folded modulo L, exact on a window that holds
@@ -293,7 +294,8 @@ class FleetCounts:
             bank.h_hat[rows] = h_hat[which]
             h_weighted = (h_hat * bank.weight)[which]
             bank.h_weighted[rows] = h_weighted
-            bank.phi_h[rows] = bank.phi[rows] * h_weighted
+            if with_phi:  # (a build sets phi and phi_h once its PGF is summed)
+                bank.phi_h[rows] = bank.phi[rows] * h_weighted
 
     def _build(self) -> None:
         """Every column in the bank its window needs, its PGF summed over the behaviours."""
@@ -301,6 +303,7 @@ class FleetCounts:
         self._banks: list[_Bank] = []
         self._terms: dict[int, list] = {}  # behaviour -> its `_Term`s
         self._marginals.clear()
+        self._expected = None
         self._swaps_since_refresh = 0
         self._lo = np.zeros(T * C, dtype=np.int64)
         self._bank_of = np.zeros(T * C, dtype=np.int64)
@@ -309,7 +312,7 @@ class FleetCounts:
             return
         a, b = self._windows()
         self._assign(np.arange(T * C), self._points_for(b - a + 1))
-        self._place(np.arange(T * C), a, b)
+        self._place(np.arange(T * C), a, b, with_phi=False)
         _, first, mult = np.unique(self.behaviours, return_index=True, return_counts=True)
         for i, m in zip(first, mult):  # one term per behaviour, times its robots
             for term in self._term(self.p[i], int(self.behaviours[i])):
@@ -452,8 +455,11 @@ class FleetCounts:
 
     def expected(self) -> np.ndarray:
         """(T, C): E[g_c(N_c(t))]."""
-        T, C = self.p.shape[1:]
-        return self._expect_on(np.arange(T * C), False).reshape(T, C)
+        if self._expected is None:  # until the next swap or rebuild
+            T, C = self.p.shape[1:]
+            self._expected = self._expect_on(np.arange(T * C), False).reshape(T, C)
+            self._expected.setflags(write=False)
+        return self._expected
 
     def total(self) -> float:
         """J_N = sum_t sum_c E[g_c(N_c(t))]."""
@@ -642,6 +648,7 @@ class FleetCounts:
                 if grow.any():  # windows wider than their banks: to larger banks
                     self._regrow(moved[grow], a, b)
         self._marginals.clear()
+        self._expected = None
 
     def _points_of(self, columns: np.ndarray) -> np.ndarray:
         return np.array([bank.L for bank in self._banks], dtype=np.int64)[self._bank_of[columns]]
