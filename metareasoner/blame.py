@@ -94,11 +94,19 @@ class _Counts:
         self.g_own = self.table[zone, value, self.n_own]
         # R_N with robot i taken out of the state altogether
         self.removed = self.total[:, None] - self.g_own + self.table[zone, value, self.n_own - 1]
+        self._cell_at = self._table_at = None  # flat offsets, made by the first with_value
 
     def with_value(self, v) -> np.ndarray:
         """R_N with robot i's value set to v (a scalar or a (B, n) array), (B, n)."""
-        n_new = self.counts[self.rows, self.zone, v]
-        moved = self.removed + self.table[self.zone, v, n_new + 1] - self.table[self.zone, v, n_new]
+        # flat look-ups (one index per entry instead of three): the same numbers
+        V, size = self.penalty.n_values, self.table.shape[2]
+        if self._cell_at is None:
+            self._cell_at = (self.rows * (self.penalty.n_zones + 1) + self.zone) * V  # robot i's zone row in counts
+            self._table_at = self.zone * (V * size)  # and in the table
+        n_new = self.counts.reshape(-1).take(self._cell_at + v)
+        at = self._table_at + v * size + n_new
+        flat = self.table.reshape(-1)
+        moved = self.removed + flat.take(at + 1) - flat.take(at)
         return np.where(self.value == v, self.total[:, None], moved)
 
     def with_copies(self, k: int) -> np.ndarray:
@@ -318,14 +326,18 @@ def _type_savings(penalty: NSEPenalty, counts, total, table, types):
     tc = types & ((1 << V) - 1)
     tz, tv = np.divmod(types >> V, V)
     n_own = counts[:, tz, tv]  # (B, T)
-    removed = total[:, None] - table[tz, tv, n_own] + table[tz, tv, np.maximum(n_own - 1, 0)]
+    # look-ups in the flat table (one index per entry instead of three): the same numbers
+    flat, size = table.reshape(-1), table.shape[2]
+    own_at = (tz * V + tv) * size  # (T,) where each type's row of g starts
+    removed = total[:, None] - flat.take(own_at + n_own) + flat.take(own_at + np.maximum(n_own - 1, 0))
     best = np.broadcast_to(total[:, None], n_own.shape).copy()
     for v in range(V):
         bit = ((tc >> v) & 1).astype(bool)
         if not bit.any():
             continue
         n_new = counts[:, tz, v]
-        moved = removed + table[tz, v, n_new + 1] - table[tz, v, n_new]
+        at = (tz * V + v) * size + n_new
+        moved = removed + flat.take(at + 1) - flat.take(at)
         alt = np.minimum(best, np.where(tv == v, total[:, None], moved))
         best = np.where(bit, alt, best)
     part = penalty.cell_has_term[tz, tv] & (n_own >= penalty.min_count)
