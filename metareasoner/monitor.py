@@ -289,11 +289,18 @@ class FleetCounts:
             shift = np.exp(-2j * np.pi * ((start[:, None] * bank.j[None, :]) % L) / L)  # w_j^-lo
             h_hat = (h @ bank.phase) * shift
             which = which.reshape(-1)
-            rows = self._row_of[cols]
-            bank.g_hat[rows] = ((g @ bank.phase) * shift)[which]
-            bank.h_hat[rows] = h_hat[which]
-            h_weighted = (h_hat * bank.weight)[which]
-            bank.h_weighted[rows] = h_weighted
+            rows = _as_slice(self._row_of[cols])  # a build's rows are a range: written in place
+            g_hat = (g @ bank.phase) * shift
+            if isinstance(rows, slice):
+                np.take(g_hat, which, axis=0, out=bank.g_hat[rows])
+                np.take(h_hat, which, axis=0, out=bank.h_hat[rows])
+                np.take(h_hat * bank.weight, which, axis=0, out=bank.h_weighted[rows])
+                h_weighted = bank.h_weighted[rows]
+            else:
+                bank.g_hat[rows] = g_hat[which]
+                bank.h_hat[rows] = h_hat[which]
+                h_weighted = (h_hat * bank.weight)[which]
+                bank.h_weighted[rows] = h_weighted
             if with_phi:  # (a build sets phi and phi_h once its PGF is summed)
                 bank.phi_h[rows] = bank.phi[rows] * h_weighted
 
@@ -431,6 +438,11 @@ class FleetCounts:
             sel = np.flatnonzero(banks == index)
             bank = self._banks[index]
             rows = self._row_of[cols[sel]]
+            whole = _as_slice(rows)  # every row of the bank, in order (J_N of a fresh build)
+            if isinstance(whole, slice) and whole == slice(0, len(bank.cols)) and index not in own_terms:
+                value[sel] = np.einsum("kj,kj,j->k", bank.phi, bank.h_hat if increment else bank.g_hat,
+                                       bank.weight).real
+                continue
             phi = bank.phi[rows]
             if index in own_terms:
                 # the fleet's PGF divided by the robot's own factor (|factor| >= sin(pi / 2L) > 0:
@@ -655,6 +667,13 @@ class FleetCounts:
 
     def _fits(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a >= self._lo) & (b <= self._lo + self._points_of(np.arange(len(a))) - 1)
+
+
+def _as_slice(rows: np.ndarray) -> "slice | np.ndarray":
+    """`rows` as a slice if they are consecutive and increasing, else as they are."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (len(rows) == 1 or bool((np.diff(rows) == 1).all())):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
 
 
 class _Term:
