@@ -55,8 +55,9 @@ def test_crash_marks_the_running_run_interrupted_and_it_restarts(tmp_path):
     server = ServerProcess(tmp_path, fresh_database_url(tmp_path)).start()
     try:
         with server.client() as http:
-            run = http.post("/api/v1/scenarios/3/runs", headers=AUTH,
-                            json={"method": "gen-recon-cf", "rounds": 3, "episodes": 400}).json()
+            # a run of seconds, still going when the server is killed
+            sid = http.post("/api/v1/scenarios", headers=AUTH, json={"map": "overcooked-1", "robots": 300}).json()["id"]
+            run = http.post(f"/api/v1/scenarios/{sid}/runs", headers=AUTH, json={"method": "recon", "rounds": 3}).json()
             deadline = time.monotonic() + 60
             while http.get(f"/api/v1/runs/{run['id']}", headers=AUTH).json()["status"] != "running":
                 assert time.monotonic() < deadline

@@ -173,8 +173,9 @@ def test_stopping_mase_serve_stops_every_process_of_ours(tmp_path, stop):
     server = ServerProcess(tmp_path, fresh_database_url(tmp_path), env={"TMPDIR": str(temp)}).start()
     try:
         with server.client() as http:
-            run = http.post("/api/v1/scenarios/3/runs", headers=AUTH,
-                            json={"method": "gen-recon-cf", "rounds": 3, "episodes": 400}).json()
+            # a run that is still going when the signal comes (seconds, not the shipped fleets' one)
+            sid = http.post("/api/v1/scenarios", headers=AUTH, json={"map": "overcooked-1", "robots": 1000}).json()["id"]
+            run = http.post(f"/api/v1/scenarios/{sid}/runs", headers=AUTH, json={"method": "recon", "rounds": 5}).json()
             deadline = time.monotonic() + 60
             while http.get(f"/api/v1/runs/{run['id']}", headers=AUTH).json()["status"] != "running":
                 assert time.monotonic() < deadline
