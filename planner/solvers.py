@@ -798,19 +798,23 @@ def evaluate_from_start(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray 
     # transpose, solved transposed
     gamma = mdp.discount
     live = ~terminal
+    # the states farthest from the goal first: a robot's chain runs along its path to the goal,
+    # so (I - gamma P) is then nearly triangular and factors with little fill-in (less than in
+    # index order, and faster than a fill-reducing ordering on these few hundred states)
+    order = np.argsort(-distance, kind="stable")
+    rank = np.empty(m, dtype=np.int32)
+    rank[order] = np.arange(m, dtype=np.int32)
     data = np.empty((m, width + 1))
-    data[:, :width] = sub_probabilities * np.where(live, -gamma, 0.0)[:, None]
-    data[:, width] = np.where(live, 1.0 - gamma * stay_all[rows[reach]], 1.0)
+    data[:, :width] = sub_probabilities[order] * np.where(live[order], -gamma, 0.0)[:, None]
+    data[:, width] = np.where(live[order], 1.0 - gamma * stay_all[rows[reach[order]]], 1.0)
     indices = np.empty((m, width + 1), dtype=np.int32)
-    indices[:, :width] = sub_columns
+    indices[:, :width] = rank[sub_columns[order]]
     indices[:, width] = np.arange(m)
     system = sp.csc_matrix((data.reshape(-1), indices.reshape(-1),
                             np.arange(0, m * (width + 1) + 1, width + 1, dtype=np.int32)), shape=(m, m))
-    r = np.where(terminal, 0.0, _as_state_action_reward(mdp, reward)[reach, policy[reach]])
-    # the states in index order factor with little fill-in (a robot's chain runs along its
-    # path): faster than a fill-reducing ordering on these few hundred states
+    r = np.where(terminal, 0.0, _as_state_action_reward(mdp, reward)[reach, policy[reach]])[order]
     value = spla.splu(system, permc_spec="NATURAL").solve(r, trans="T")
-    return float(np.atleast_1d(value)[position[mdp.start]])
+    return float(np.atleast_1d(value)[rank[position[mdp.start]]])
 
 
 def _successor_columns(mdp: TabularMDP, padded) -> np.ndarray:
