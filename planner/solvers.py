@@ -785,13 +785,19 @@ def evaluate_from_start(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray 
     position[reach] = np.arange(m)
     sub_columns = position[columns[reach]].astype(np.int32)  # every successor is reached
     sub_probabilities = probabilities[reach]
-    indptr = np.arange(0, m * width + 1, width, dtype=np.int32)
-    # the CSR arrays read as CSC are the reverse graph: a breadth-first search back from the
-    # terminal states must find every reached state
-    reverse = sp.csc_matrix((sub_probabilities.reshape(-1), sub_columns.reshape(-1), indptr), shape=(m, m))
-    distance = csgraph.dijkstra(reverse, directed=True, indices=np.flatnonzero(terminal), unweighted=True,
-                                min_only=True)
-    if not np.all(np.isfinite(distance)):
+    # a breadth-first search back from the terminal states (from one extra node m, whose
+    # successors they are, on the reverse graph) must find every reached state; its order is
+    # by distance to the goal
+    targets = sub_columns.reshape(-1)
+    back = np.argsort(targets, kind="stable")
+    starts = np.zeros(m + 2, dtype=np.int32)
+    np.cumsum(np.bincount(targets, minlength=m), out=starts[1:m + 1])
+    goals = np.flatnonzero(terminal).astype(np.int32)
+    starts[m + 1] = starts[m] + len(goals)
+    reverse = sp.csr_matrix((np.ones(len(targets) + len(goals)),
+                             np.concatenate([(back // width).astype(np.int32), goals]), starts), shape=(m + 1, m + 1))
+    found = csgraph.breadth_first_order(reverse, m, directed=True, return_predecessors=False)
+    if len(found) != m + 1:
         return None
     # (I - gamma P) on the reached states, row by row: -gamma P off the diagonal, 1 - gamma
     # T(s | s) on it (the identity at terminal states, which stay at 0); as CSC it is the
@@ -801,7 +807,7 @@ def evaluate_from_start(mdp: TabularMDP, policy: np.ndarray, reward: np.ndarray 
     # the states farthest from the goal first: a robot's chain runs along its path to the goal,
     # so (I - gamma P) is then nearly triangular and factors with little fill-in (less than in
     # index order, and faster than a fill-reducing ordering on these few hundred states)
-    order = np.argsort(-distance, kind="stable")
+    order = found[:0:-1]
     rank = np.empty(m, dtype=np.int32)
     rank[order] = np.arange(m, dtype=np.int32)
     data = np.empty((m, width + 1))
