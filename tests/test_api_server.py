@@ -58,10 +58,11 @@ def test_crash_marks_the_running_run_interrupted_and_it_restarts(tmp_path):
             # a run of seconds, still going when the server is killed
             sid = http.post("/api/v1/scenarios", headers=AUTH, json={"map": "overcooked-1", "robots": 300}).json()["id"]
             run = http.post(f"/api/v1/scenarios/{sid}/runs", headers=AUTH, json={"method": "recon", "rounds": 3}).json()
-            deadline = time.monotonic() + 60
-            while http.get(f"/api/v1/runs/{run['id']}", headers=AUTH).json()["status"] != "running":
-                assert time.monotonic() < deadline
+            deadline = time.monotonic() + 120
+            while (state := http.get(f"/api/v1/runs/{run['id']}", headers=AUTH).json())["status"] == "queued":
+                assert time.monotonic() < deadline, state
                 time.sleep(0.1)
+            assert state["status"] == "running", state
         server.stop(kill=True)  # SIGKILL: no clean shutdown
         server.start()
         with server.client() as http:
