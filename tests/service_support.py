@@ -43,6 +43,19 @@ def wait_for_run(client, run_id: int, timeout: float = 120.0, headers=AUTH) -> d
     raise AssertionError(f"run {run_id} did not finish in {timeout} s: {run}")
 
 
+def start_long_run(client, robots: int, rounds: int, headers=AUTH, timeout: float = 120.0) -> dict:
+    """Start a recon run of seconds (on an Overcooked scenario of `robots` robots of its own:
+    the shipped fleets' runs end within a second) and wait until it is running; the run."""
+    sid = client.post("/api/v1/scenarios", headers=headers, json={"map": "overcooked-1", "robots": robots}).json()["id"]
+    run = client.post(f"/api/v1/scenarios/{sid}/runs", headers=headers, json={"method": "recon", "rounds": rounds}).json()
+    deadline = time.monotonic() + timeout
+    while (state := client.get(f"/api/v1/runs/{run['id']}", headers=headers).json())["status"] == "queued":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    assert state["status"] == "running", state
+    return state
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,11 +2,9 @@
 running run interrupted, and no token ever reaches the log."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from service_support import AUTH, OPERATOR, ServerProcess, fresh_database_url, wait_for_run, wait_until_planned
+from service_support import AUTH, OPERATOR, ServerProcess, fresh_database_url, start_long_run, wait_for_run, wait_until_planned
 
 pytestmark = pytest.mark.service
 
@@ -56,13 +54,7 @@ def test_crash_marks_the_running_run_interrupted_and_it_restarts(tmp_path):
     try:
         with server.client() as http:
             # a run of seconds, still going when the server is killed
-            sid = http.post("/api/v1/scenarios", headers=AUTH, json={"map": "overcooked-1", "robots": 300}).json()["id"]
-            run = http.post(f"/api/v1/scenarios/{sid}/runs", headers=AUTH, json={"method": "recon", "rounds": 3}).json()
-            deadline = time.monotonic() + 120
-            while (state := http.get(f"/api/v1/runs/{run['id']}", headers=AUTH).json())["status"] == "queued":
-                assert time.monotonic() < deadline, state
-                time.sleep(0.1)
-            assert state["status"] == "running", state
+            run = start_long_run(http, robots=300, rounds=3)
         server.stop(kill=True)  # SIGKILL: no clean shutdown
         server.start()
         with server.client() as http:

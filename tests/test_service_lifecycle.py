@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_support import AUTH, ServerProcess, fresh_database_url, wait_for_run, wait_until_planned
+from service_support import AUTH, ServerProcess, fresh_database_url, start_long_run, wait_for_run, wait_until_planned
 
 pytestmark = pytest.mark.service
 
@@ -53,13 +53,7 @@ def test_stopping_mase_serve_stops_every_process_of_ours(tmp_path, stop):
     try:
         with server.client() as http:
             # a run that is still going when the signal comes (seconds, not the shipped fleets' one)
-            sid = http.post("/api/v1/scenarios", headers=AUTH, json={"map": "overcooked-1", "robots": 1000}).json()["id"]
-            run = http.post(f"/api/v1/scenarios/{sid}/runs", headers=AUTH, json={"method": "recon", "rounds": 5}).json()
-            deadline = time.monotonic() + 120
-            while (state := http.get(f"/api/v1/runs/{run['id']}", headers=AUTH).json())["status"] == "queued":
-                assert time.monotonic() < deadline, state
-                time.sleep(0.1)
-            assert state["status"] == "running", state
+            run = start_long_run(http, robots=1000, rounds=5)
         time.sleep(1.0)  # the run's process and the workers it starts
         ours = _descendants(server.process.pid)
         assert len(ours) >= 2, ours  # at least the fork server and the run
