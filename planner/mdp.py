@@ -294,18 +294,88 @@ def build_mdp(
     progress: ProgressCallback | None = None,
 ) -> TabularMDP:
     """Enumerate the states reachable from the problem's start and build its sparse MDP."""
-    features = tuple(problem.features)
-    radix = _radix_of(features)
+    radix = _radix_of(tuple(problem.features))
+    start = np.asarray(problem.start_state(), dtype=np.int64).reshape(1, -1)
+    states, src, act, dst_keys, prob = _explore(problem, start, radix, max_states, progress)
+    mdp = _assemble(problem, states, src, act, dst_keys, prob, radix)
+    if progress is not None:
+        progress(mdp.n_states, mdp.n_states)
+    return mdp
+
+
+#: at most this many problems are searched as one (`build_mdps`): beyond it a layer's
+#: arrays are large enough that one more pass costs little
+MAX_STACKED = 16
+
+
+def build_mdps(problems: Sequence[RobotProblem], max_states: int = 20_000_000) -> list[TabularMDP]:
+    """`[build_mdp(p) for p in problems]`, the same MDPs bit for bit, with the problems of one
+    `stack_key` searched together (`RobotProblem.stack`, up to MAX_STACKED at once): the
+    breadth-first search then takes as many layers as its deepest problem, not their sum.
+
+    Each job's states come out in its own order: the stacked search's layer k holds each job's
+    layer k, sorted by key, and the job is the key's leading digit; every edge of a job is
+    found in the order its own search finds it (layer, action, outcome, row)."""
+    out: list[TabularMDP | None] = [None] * len(problems)
+    groups: dict = {}
+    for i, problem in enumerate(problems):
+        key = problem.stack_key()
+        if key is None:
+            out[i] = build_mdp(problem, max_states)
+        else:
+            groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        for first in range(0, len(members), MAX_STACKED):
+            chunk = members[first:first + MAX_STACKED]
+            if len(chunk) == 1:
+                out[chunk[0]] = build_mdp(problems[chunk[0]], max_states)
+                continue
+            for i, mdp in zip(chunk, _build_stacked([problems[i] for i in chunk], max_states)):
+                out[i] = mdp
+    return out  # type: ignore[return-value]
+
+
+def _build_stacked(problems: Sequence[RobotProblem], max_states: int) -> list[TabularMDP]:
+    stacked = type(problems[0]).stack(problems)
+    radix = _radix_of(tuple(stacked.features))
+    starts = np.asarray(stacked.start_states(), dtype=np.int64)
+    if starts.shape[0] != len(problems) or np.any(starts[:, 0] != np.arange(len(problems))):
+        raise ValueError("a stacked problem's start_states() must give one start per job, in job order")
+    states, src, act, dst_keys, prob = _explore(stacked, starts, radix, len(problems) * max_states, None)
+    job = states[:, 0]
+    job_stride = int(np.prod(radix[1:]))
+    # each state's index within its job (the order of the stacked search, which is the job's own)
+    order = np.argsort(job, kind="stable")
+    bounds = np.searchsorted(job[order], np.arange(len(problems) + 1))
+    local = np.empty(len(states), dtype=np.int64)
+    local[order] = np.arange(len(states)) - np.repeat(bounds[:-1], np.diff(bounds))
+    edge_job = job[src]
+    edge_order = np.argsort(edge_job, kind="stable")  # a job's edges keep their order
+    edge_bounds = np.searchsorted(edge_job[edge_order], np.arange(len(problems) + 1))
+    mdps = []
+    for j, problem in enumerate(problems):
+        rows = order[bounds[j]:bounds[j + 1]]
+        edges = edge_order[edge_bounds[j]:edge_bounds[j + 1]]
+        if bounds[j + 1] - bounds[j] > max_states:
+            raise ValueError(f"more than {max_states} reachable states; raise max_states or shrink the task")
+        mdps.append(_assemble(problem, states[rows, 1:], local[src[edges]], act[edges],
+                              dst_keys[edges] - j * job_stride, prob[edges], radix[1:]))
+    return mdps
+
+
+def _explore(problem: RobotProblem, start: np.ndarray, radix: np.ndarray, max_states: int,
+             progress: ProgressCallback | None):
+    """Breadth-first search from the (k, F) `start` rows (sorted by key): every reachable state
+    in the order found (layer by layer, each layer sorted by key), and every edge as (source
+    index, action, destination key, probability)."""
     strides = np.ones_like(radix)
     strides[:-1] = np.cumprod(radix[::-1])[::-1][1:]  # as in _encode
     actions = tuple(problem.actions)
     n_actions = len(actions)
-
-    start = np.asarray(problem.start_state(), dtype=np.int64).reshape(1, -1)
     _check_rows(start, radix, "start state")
     rows_by_layer = [start]
     keys_sorted = _encode(start, radix)  # sorted keys of every state found so far
-    n_found = 1
+    n_found = len(start)
     frontier = start
     edges_src: list[np.ndarray] = []  # BFS index of the source state (within all states)
     edges_act: list[np.ndarray] = []
@@ -362,24 +432,33 @@ def build_mdp(
         frontier = cand[~seen]
         if len(frontier):
             rows_by_layer.append(frontier)
-            keys_sorted = np.union1d(keys_sorted, cand_keys[~seen])
+            # the new keys are sorted and none is in keys_sorted: one merge by insertion
+            keys_sorted = np.insert(keys_sorted, pos[~seen], cand_keys[~seen])
             n_found += len(frontier)
             if n_found > max_states:
                 raise ValueError(f"more than {max_states} reachable states; raise max_states or shrink the task")
         if progress is not None:
             progress(n_found, 0)
 
-    states = np.concatenate(rows_by_layer)
+    def joined(parts, dtype):
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    return (np.concatenate(rows_by_layer), joined(edges_src, np.int64), joined(edges_act, np.int64),
+            joined(edges_dst, np.int64), joined(edges_p, float))
+
+
+def _assemble(problem: RobotProblem, states: np.ndarray, src: np.ndarray, act: np.ndarray,
+              dst_keys: np.ndarray, prob: np.ndarray, radix: np.ndarray) -> TabularMDP:
+    """The MDP of `problem` from its states (the start first) and edges (`_explore`)."""
+    features = tuple(problem.features)
+    actions = tuple(problem.actions)
+    n_actions = len(actions)
     n_states = len(states)
     all_keys = _encode(states, radix)
     key_order = np.argsort(all_keys)
     keys_sorted = all_keys[key_order]
 
     terminal = np.asarray(problem.is_terminal(states), bool)
-    src = np.concatenate(edges_src) if edges_src else np.zeros(0, np.int64)
-    act = np.concatenate(edges_act) if edges_act else np.zeros(0, np.int64)
-    dst_keys = np.concatenate(edges_dst) if edges_dst else np.zeros(0, np.int64)
-    prob = np.concatenate(edges_p) if edges_p else np.zeros(0)
     dst = key_order[np.searchsorted(keys_sorted, dst_keys)]
     # terminal states: absorbing self-loops under every action
     term_idx = np.flatnonzero(terminal)
@@ -403,8 +482,6 @@ def build_mdp(
     for a in range(n_actions):
         rewards[:, a] = problem.task_reward(states, a)
     rewards[terminal] = 0.0
-    if progress is not None:
-        progress(n_states, n_states)
     return TabularMDP(
         transitions=transitions,
         rewards=rewards,

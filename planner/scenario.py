@@ -5,12 +5,12 @@ Robots whose map and task are the same (start, items, kind) share one solved MDP
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
 from .budget import DEFAULT_BUDGET, TaskBudget
-from .mdp import TabularMDP, build_mdp
+from .mdp import MAX_STACKED, TabularMDP, build_mdps
 from .problem import RobotProblem
 from .solvers import DEFAULT_TOLERANCE, ValueResult, expected_steps, value_iteration
 from .world import Task, World
@@ -85,14 +85,16 @@ class RobotPlan:
         return float(self.task_solution.values[self.mdp.start])
 
 
-def _solve_task(job: tuple[World, Task, float]) -> tuple[RobotProblem, TabularMDP, ValueResult]:
-    """One distinct task: build its MDP and solve it (a job for a backend)."""
+def _solve_tasks(job: tuple[World, Sequence[Task], float]) -> list[tuple[RobotProblem, TabularMDP, ValueResult]]:
+    """Distinct tasks on one map: build their MDPs (`build_mdps`: a domain that stacks
+    explores them together) and solve each (a job for a backend)."""
     from .domains import get_domain
 
-    world, task, tolerance = job
-    problem = get_domain(world.domain).make_problem(world, task)
-    mdp = build_mdp(problem)
-    return problem, mdp, value_iteration(mdp, tolerance=tolerance)
+    world, tasks, tolerance = job
+    domain = get_domain(world.domain)
+    problems = [domain.make_problem(world, task) for task in tasks]
+    return [(problem, mdp, value_iteration(mdp, tolerance=tolerance))
+            for problem, mdp in zip(problems, build_mdps(problems))]
 
 
 def plan_fleet(
@@ -103,9 +105,10 @@ def plan_fleet(
 ) -> list[RobotPlan]:
     """Build and solve every robot's MDP for its task alone (the naive policies).
 
-    Each distinct task (`task_key`) is solved once, as one job of `backend`
-    (`planner.backends`: "local" uses this machine's cores, "serial" this process, "ray" a
-    cluster); the plans are the same whichever runs them. `progress(robots_done, total)`.
+    Each distinct task (`task_key`) is solved once; the distinct tasks go in chunks (up to
+    `MAX_STACKED`, about as many chunks as workers) to `backend` (`planner.backends`: "local"
+    uses this machine's cores, "serial" this process, "ray" a cluster); the plans are the same
+    whichever runs them and however they are chunked. `progress(robots_done, total)`.
     """
     from .backends import get_backend
 
@@ -115,15 +118,19 @@ def plan_fleet(
         first.setdefault(key, i)
     job_index = {key: j for j, key in enumerate(first)}
     job_of = [job_index[key] for key in keys]
-    jobs = [(scenario.world, scenario.tasks[i], tolerance) for i in first.values()]
-    robots_of_job = np.bincount(job_of, minlength=len(jobs))
+    distinct = [scenario.tasks[i] for i in first.values()]
+    runner = get_backend(backend)
+    size = max(1, min(MAX_STACKED, -(-len(distinct) // max(1, int(getattr(runner, "n_workers", 1))))))
+    chunks = [distinct[k:k + size] for k in range(0, len(distinct), size)]
+    robots_of_task = np.bincount(job_of, minlength=len(distinct))
     total = len(scenario.tasks)
 
-    def report(done: int, n_jobs: int) -> None:
+    def report(done: int, n_chunks: int) -> None:
         if progress is not None:
-            progress(int(robots_of_job[:done].sum()), total)
+            progress(int(robots_of_task[:done * size].sum()), total)
 
-    solved = get_backend(backend).map(_solve_task, jobs, progress=report)
+    solved = [one for chunk in runner.map(_solve_tasks, [(scenario.world, c, tolerance) for c in chunks],
+                                          progress=report) for one in chunk]
     plans = []
     for task, j in zip(scenario.tasks, job_of):
         problem, mdp, result = solved[j]

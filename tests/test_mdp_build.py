@@ -1,6 +1,8 @@
 """build_mdp on a hand-made problem whose MDP is known in closed form (no domain involved)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,60 @@ def test_bad_problems_are_reported():
         build_mdp(OffRange(4, 0.0))
     with pytest.raises(ValueError, match="more than 2 reachable states"):
         build_mdp(LineProblem(6, 0.2), max_states=2)
+
+
+def _assert_same_mdp(got, want):
+    for name in ("states", "rewards", "terminal", "_keys", "_key_order", "_radix"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(got.transitions, name), getattr(want.transitions, name), err_msg=name)
+    assert (got.features, got.actions, got.start, got.discount) == (want.features, want.actions, want.start, want.discount)
+
+
+def test_stacked_builds_are_the_single_builds_bit_for_bit():
+    """build_mdps explores warehouse robots of one map and shelf count together; each MDP must be
+    the one build_mdp gives alone (states in the same order, the same transition matrix), for
+    1- and 2-shelf tasks, two maps and a problem of another kind in one call, in input order."""
+    from pathlib import Path
+
+    from planner.domains import get_domain
+    from planner.maps import load_map
+    from planner.mdp import MAX_STACKED, build_mdps
+    from planner.recon_grid import read_recon_grid
+    from planner.scenario import generate_scenario, task_key
+
+    root = Path(__file__).resolve().parents[1]
+    worlds = [load_map(root / "maps" / "warehouse" / "warehouse-1.map"),
+              read_recon_grid(root / "tests" / "data" / "recon-nse-mitigation" / "grids" / "warehouse" / "test_grid0.txt",
+                              robots=10)]
+    problems = [LineProblem(7, 0.3, start=1)]
+    for world, robots in zip(worlds, (60, 10)):
+        tasks = {task_key(t): t for t in generate_scenario(world, robots, seed=3).tasks}
+        problems += [get_domain(world.domain).make_problem(world, t) for t in tasks.values()]
+        problems.append(LineProblem(5, 0.1))
+    # one map's problems beyond MAX_STACKED (two chunks), both shelf counts, problems interleaved
+    assert sum(getattr(p, "world", None) is worlds[0] for p in problems) > MAX_STACKED
+    assert {p.n_items for p in problems if hasattr(p, "n_items")} == {1, 2}
+    problems = problems[::2] + problems[1::2]
+    stacked = build_mdps(problems)
+    assert len(stacked) == len(problems)
+    for problem, mdp in zip(problems, stacked):
+        _assert_same_mdp(mdp, build_mdp(problem))
+
+
+def test_problems_of_different_maps_or_shelf_counts_do_not_stack():
+    from pathlib import Path
+
+    from planner.domains.warehouse import StackedWarehouseProblem, WarehouseProblem
+    from planner.maps import load_map
+    from planner.scenario import generate_scenario
+
+    world = load_map(Path(__file__).resolve().parents[1] / "maps" / "warehouse" / "warehouse-1.map")
+    tasks = generate_scenario(world, 4, seed=0).tasks
+    one, two = (WarehouseProblem(world, t) for t in tasks[:2])
+    single = WarehouseProblem(world, dataclasses.replace(tasks[0], items=tasks[0].items[:1]))
+    StackedWarehouseProblem([one, two])  # the same map and shelf count: fine
+    with pytest.raises(ValueError, match="same number of shelves"):
+        StackedWarehouseProblem([one, single])
+    with pytest.raises(NotImplementedError, match="cannot be stacked"):
+        LineProblem.stack([LineProblem(3, 0.1), LineProblem(4, 0.1)])

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..problem import Feature, RobotProblem
+from ..problem import Feature, RobotProblem, job_feature
 from ..world import Cell, Item, MapError, Task, Token, World
 from .base import MOVE_NAMES, Domain, move_outcomes, parse_item_cells
 
@@ -74,53 +74,113 @@ class WarehouseProblem(RobotProblem):
     def next_of_size(self, done: np.ndarray) -> np.ndarray:
         """(B, n) bool: shelf k is the first not-done assigned shelf of its size (the one that
         size's next pick-up takes, and the one carried while that size is carried)."""
-        first = np.zeros(done.shape, bool)
-        rows = np.arange(len(done))
-        for size in range(1, len(SHELF_SIZES) + 1):
-            open_ = (done == 0) & (self.item_size == size)
-            has = open_.any(axis=1)
-            first[rows[has], np.argmax(open_, axis=1)[has]] = True
-        return first
+        return _next_of_size(done, self.item_size)
 
     def carried(self, states: np.ndarray) -> np.ndarray:
         """(B, n) bool: which assigned shelf each state carries (none when shelf is none)."""
-        return self.next_of_size(states[:, self.done_cols]) & (self.item_size == states[:, SHELF, None])
+        return _carried(states, self.done_cols, self.item_size)
 
     def transition_outcomes(self, states: np.ndarray, action: int):
-        x, y, shelf, trip = states[:, 0], states[:, 1], states[:, SHELF], states[:, TRIP]
-        done = states[:, self.done_cols]  # (B, n)
-        name = self.actions[action]
-        if name in MOVE_NAMES:
-            out = []
-            for nx, ny, p in move_outcomes(x, y, action, self.slip, self.world.passable):
-                nxt = states.copy()
-                nxt[:, 0], nxt[:, 1] = nx, ny
-                nxt[:, self.corridor_col] = self.world.zone_layer[ny, nx]
-                out.append((nxt, np.full(len(states), p)))
-            return out
-        nxt = states.copy()
-        at_home = (x[:, None] == self.item_x) & (y[:, None] == self.item_y)  # (B, n)
-        if name == "pick_up":
-            # homes are distinct cells, so at most one shelf qualifies
-            here = at_home & self.next_of_size(done) & (shelf == 0)[:, None]
-            rows = np.flatnonzero(here.any(axis=1))
-            nxt[rows, SHELF] = self.item_size[np.argmax(here[rows], axis=1)]
-            nxt[rows, TRIP] = TO_COUNTER
-        elif name == "process":
-            nxt[(trip == TO_COUNTER) & self.counter[y, x], TRIP] = RETURNING
-        elif name == "drop":
-            put_back = at_home & self.carried(states) & (trip == RETURNING)[:, None]
-            rows = put_back.any(axis=1)
-            nxt[:, self.done_cols] = done | put_back
-            nxt[rows, SHELF] = 0
-            nxt[rows, TRIP] = EMPTY
-        return [(nxt, np.ones(len(states)))]
+        return _step(self, states, action, self.item_x, self.item_y, self.item_size)
+
+    def stack_key(self):
+        # the same map and the same number of shelves: the problems differ only in arrays
+        return (id(self.world), self.n_items)
+
+    @classmethod
+    def stack(cls, problems: Sequence["WarehouseProblem"]) -> "StackedWarehouseProblem":
+        return StackedWarehouseProblem(problems)
 
     def task_reward(self, states: np.ndarray, action: int) -> np.ndarray:
         return np.full(len(states), -1.0)  # every step costs time
 
     def is_terminal(self, states: np.ndarray) -> np.ndarray:
         return np.all(states[:, self.done_cols] == 1, axis=1)
+
+
+def _next_of_size(done: np.ndarray, item_size: np.ndarray) -> np.ndarray:
+    # item_size: (n,) for one problem, (B, n) row by row for a stacked one
+    first = np.zeros(done.shape, bool)
+    rows = np.arange(len(done))
+    for size in range(1, len(SHELF_SIZES) + 1):
+        open_ = (done == 0) & (item_size == size)
+        has = open_.any(axis=1)
+        first[rows[has], np.argmax(open_, axis=1)[has]] = True
+    return first
+
+
+def _carried(states: np.ndarray, done_cols: slice, item_size: np.ndarray) -> np.ndarray:
+    return _next_of_size(states[:, done_cols], item_size) & (item_size == states[:, SHELF, None])
+
+
+def _step(problem: WarehouseProblem, states: np.ndarray, action: int, item_x: np.ndarray,
+          item_y: np.ndarray, item_size: np.ndarray):
+    """The outcomes of `action` in `states` with the shelves `item_*` ((n,), or (B, n) row by
+    row): `problem` gives the map and the columns."""
+    x, y, shelf, trip = states[:, 0], states[:, 1], states[:, SHELF], states[:, TRIP]
+    done = states[:, problem.done_cols]  # (B, n)
+    name = problem.actions[action]
+    if name in MOVE_NAMES:
+        out = []
+        for nx, ny, p in move_outcomes(x, y, action, problem.slip, problem.world.passable):
+            nxt = states.copy()
+            nxt[:, 0], nxt[:, 1] = nx, ny
+            nxt[:, problem.corridor_col] = problem.world.zone_layer[ny, nx]
+            out.append((nxt, np.full(len(states), p)))
+        return out
+    nxt = states.copy()
+    at_home = (x[:, None] == item_x) & (y[:, None] == item_y)  # (B, n)
+    if name == "pick_up":
+        # homes are distinct cells, so at most one shelf qualifies
+        here = at_home & _next_of_size(done, item_size) & (shelf == 0)[:, None]
+        rows = np.flatnonzero(here.any(axis=1))
+        nxt[rows, SHELF] = np.broadcast_to(item_size, here.shape)[rows, np.argmax(here[rows], axis=1)]
+        nxt[rows, TRIP] = TO_COUNTER
+    elif name == "process":
+        nxt[(trip == TO_COUNTER) & problem.counter[y, x], TRIP] = RETURNING
+    elif name == "drop":
+        put_back = at_home & _carried(states, problem.done_cols, item_size) & (trip == RETURNING)[:, None]
+        rows = put_back.any(axis=1)
+        nxt[:, problem.done_cols] = done | put_back
+        nxt[rows, SHELF] = 0
+        nxt[rows, TRIP] = EMPTY
+    return [(nxt, np.ones(len(states)))]
+
+
+class StackedWarehouseProblem(RobotProblem):
+    """Several robots' warehouse problems on one map with as many shelves each, as one
+    (`RobotProblem.stack`): state (job, *the job's state*), the job's shelves looked up per row."""
+
+    actions = WarehouseProblem.actions
+
+    def __init__(self, problems: Sequence[WarehouseProblem]) -> None:
+        first = problems[0]
+        if any(p.stack_key() != first.stack_key() for p in problems):
+            raise ValueError("stacked warehouse problems need the same map and the same number of shelves")
+        self.base, self.jobs = first, len(problems)
+        self.discount = first.discount
+        self.item_x = np.stack([p.item_x for p in problems])  # (J, n)
+        self.item_y = np.stack([p.item_y for p in problems])
+        self.item_size = np.stack([p.item_size for p in problems])
+        self.features = (job_feature(self.jobs),) + tuple(first.features)
+        self._starts = np.array([[j, *p.start_state()] for j, p in enumerate(problems)], dtype=np.int64)
+
+    def start_state(self) -> np.ndarray:
+        return self._starts[0]
+
+    def start_states(self) -> np.ndarray:
+        return self._starts
+
+    def transition_outcomes(self, states: np.ndarray, action: int):
+        job = states[:, 0]
+        out = _step(self.base, states[:, 1:], action, self.item_x[job], self.item_y[job], self.item_size[job])
+        return [(np.column_stack([job, nxt]), p) for nxt, p in out]
+
+    def task_reward(self, states: np.ndarray, action: int) -> np.ndarray:
+        return self.base.task_reward(states[:, 1:], action)
+
+    def is_terminal(self, states: np.ndarray) -> np.ndarray:
+        return self.base.is_terminal(states[:, 1:])
 
 
 class WarehouseDomain(Domain):
