@@ -89,6 +89,14 @@ def test_every_method_never_raises_the_penalty_and_keeps_every_budget(fleets, na
     fleet = fleets[name]
     result = Mitigation(method=method, update_fraction=0.3, rounds=3, episodes=40, backend="serial").run(fleet)
     assert result.after.total_penalty <= result.before.total_penalty + 1e-9
+    # the report after comes from the counts the run swapped robot by robot: a fresh evaluation
+    # of the final policies must give it too
+    fresh = exact_monitor(fleet.penalty, fleet.models(result.policies), fleet.horizon, fleet.n_zones,
+                          fleet.n_values, fleet.scenario.world.min_count)
+    assert result.after.total_penalty == pytest.approx(fresh.total_penalty, rel=1e-9, abs=1e-12)
+    np.testing.assert_allclose(result.after.per_step, fresh.per_step, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(result.after.per_zone, fresh.per_zone, rtol=1e-9, atol=1e-12)
+    assert result.after.nse_state_rate == pytest.approx(fresh.nse_state_rate, rel=1e-9, abs=1e-12)
     for robot, plan in zip(result.robots, fleet.plans):
         assert robot.slack == pytest.approx(0.10 * abs(plan.task_value))
         assert robot.task_regret <= robot.slack + 1e-6
