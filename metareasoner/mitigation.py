@@ -30,6 +30,7 @@ from planner.solvers import evaluate_from_start, policy_evaluation, state_distri
 
 from .monitor import (
     FleetCounts,
+    JointVisits,
     MonitorReport,
     RobotModel,
     _exact_nse_rate,
@@ -62,8 +63,10 @@ class Fleet:
     _valid: dict = field(default_factory=dict, repr=False)  # id(MDP) -> valid_table
     _valid_stacked: tuple | None = field(default=None, repr=False)  # (tables end to end, each robot's offset)
     _occupancy: dict = field(default_factory=dict, repr=False)  # behaviour key -> (H+1, Z+1, V)
+    _regret: dict = field(default_factory=dict, repr=False)  # behaviour key -> task regret from the start
     #: the last joint policies asked for: ((behaviour keys, report, counts), (behaviour keys, report))
     _joint: tuple = field(default=(None, None), repr=False)
+    _rollouts: tuple | None = field(default=None, repr=False)  # ((behaviour keys, episodes, seed), visits)
 
     @classmethod
     def plan(cls, scenario: Scenario, progress: Callable[[int, int], None] | None = None,
@@ -163,6 +166,20 @@ class Fleet:
                                counts.behaviours)
         return MonitorReport("exact", float(per_step.sum()), rate, per_step, per_zone)
 
+    def rollouts(self, policies: Sequence[np.ndarray], episodes: int, seed: int | None) -> JointVisits:
+        """The joint states visited in `episodes` seeded Monte Carlo rollouts of `policies`
+        (`monte_carlo_monitor`). The last ones asked for are kept, read-only: every method run
+        on one fleet rolls out the same task policies in its first round."""
+        key = (self.behaviour_keys(policies), episodes, seed)
+        if self._rollouts is not None and self._rollouts[0] == key:
+            return self._rollouts[1]
+        _, visits = monte_carlo_monitor(self.penalty, self.models(policies), self.horizon, episodes=episodes,
+                                        seed=seed)
+        for array in (visits.states, visits.zone, visits.value, visits.penalty):
+            array.setflags(write=False)
+        self._rollouts = (key, visits)
+        return visits
+
     def keep_occupancy(self, i: int, policy: np.ndarray, occupancy: np.ndarray) -> None:
         """Keep `occupancy`, computed elsewhere (a replan's worker), as robot i's under `policy`."""
         key = self.behaviour_key(i, policy)
@@ -170,6 +187,30 @@ class Fleet:
             if len(self._occupancy) > MAX_KEPT_OCCUPANCIES:
                 self._occupancy.clear()
             self._occupancy[key] = occupancy
+
+    def task_regret(self, i: int, policy: np.ndarray) -> float:
+        """Robot i's task regret from its start under `policy`, V1*(s0) - V1^pi(s0), by exact
+        policy evaluation (0 below rounding), once per behaviour (every method's report asks for
+        the task policies' again)."""
+        key = self.behaviour_key(i, policy)
+        if key not in self._regret:
+            plan = self.plans[i]
+            # a deterministic policy on the states it reaches only; a stochastic one (S, A), or
+            # one not sure to finish from the start, on every state
+            value = evaluate_from_start(plan.mdp, policy) if np.ndim(policy) == 1 else None
+            if value is None:
+                value = policy_evaluation(plan.mdp, policy)[plan.mdp.start]
+            self.keep_regret(i, policy, plan.task_value - value)
+        return self._regret[key]
+
+    def keep_regret(self, i: int, policy: np.ndarray, regret: float) -> None:
+        """Keep V1*(s0) - V1^pi(s0), measured elsewhere by the same exact evaluation (a replan's
+        search), as robot i's under `policy`."""
+        if len(self._regret) > MAX_KEPT_OCCUPANCIES:
+            self._regret.clear()
+        # policy evaluation and value iteration differ by rounding (~1e-14)
+        task_value = self.plans[i].task_value
+        self._regret[self.behaviour_key(i, policy)] = regret if regret > 1e-9 * max(1.0, abs(task_value)) else 0.0
 
     def robot_occupancy(self, i: int, policy: np.ndarray) -> np.ndarray:
         """(H+1, Z+1, V) for robot i following `policy`."""
@@ -410,8 +451,7 @@ class Mitigation(BaseEstimator):
             if strategy.uses_rollouts:
                 report("monitor", done)
                 clock = time.perf_counter()
-                _, visits = monte_carlo_monitor(fleet.penalty, fleet.models(policies), fleet.horizon,
-                                                episodes=episodes, seed=self.seed + round_index)
+                visits = fleet.rollouts(policies, episodes, self.seed + round_index)
                 seconds["monitor"] += time.perf_counter() - clock
                 if share is None:
                     share = counterfactual_share(fleet, visits)
@@ -567,24 +607,12 @@ class Mitigation(BaseEstimator):
             brackets[id(fleet.plans[chunk[0]].mdp)] = found
             for result, occupancy in zip(out, occupancies):
                 fleet.keep_occupancy(chunk[0], result.policy, occupancy)
+                if result.evaluated:
+                    fleet.keep_regret(chunk[0], result.policy, result.regret)
         return [solved[key_of[i]] for i, _ in jobs]
 
     def _regrets(self, fleet: Fleet, policies) -> np.ndarray:
-        cache: dict[tuple, float] = {}
-        regrets = np.zeros(len(policies))
-        for i, (plan, policy) in enumerate(zip(fleet.plans, policies)):
-            key = (id(plan.mdp), policy.tobytes())
-            if key not in cache:
-                # a deterministic policy on the states it reaches only; a stochastic one (S, A),
-                # or one not sure to finish from the start, on every state
-                value = evaluate_from_start(plan.mdp, policy) if np.ndim(policy) == 1 else None
-                if value is None:
-                    value = policy_evaluation(plan.mdp, policy)[plan.mdp.start]
-                regret = plan.task_value - value
-                # policy evaluation and value iteration differ by rounding (~1e-14)
-                cache[key] = regret if regret > 1e-9 * max(1.0, abs(plan.task_value)) else 0.0
-            regrets[i] = cache[key]
-        return regrets
+        return np.array([fleet.task_regret(i, policy) for i, policy in enumerate(policies)], dtype=float)
 
 
 def replan_within_budget(strategy: PenaltyStrategy | None, plan: RobotPlan, penalty: np.ndarray, budget: float,

@@ -400,7 +400,7 @@ class ConstrainedReference(BestResponse):
                brackets: dict | None = None) -> BudgetedPolicy:
         reference = constrained_optimum(plan.mdp, penalty, budget, task=plan.task_solution)
         regret = max(0.0, plan.task_value - reference.task_value)
-        return BudgetedPolicy(reference.policy, regret, budget, 0.0, 1)
+        return BudgetedPolicy(reference.policy, regret, budget, 0.0, 1, evaluated=False)  # the LP's value
 
 
 class Considerate(PenaltyStrategy):

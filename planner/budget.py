@@ -102,6 +102,8 @@ class BudgetedPolicy:
     #: (the setting used, the smallest setting tried above it that was infeasible, inf if none):
     #: a first guess for another robot of the same MDP (`bracket` of the planners)
     bracket: tuple[float, float] = (0.0, math.inf)
+    #: `regret` is start_regret's (exact evaluation from the start): a report may reuse it
+    evaluated: bool = True
 
 
 def start_regret(mdp: TabularMDP, task: ValueResult, policy: np.ndarray) -> float:
@@ -207,7 +209,7 @@ def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, t
     task = task if task is not None else value_iteration(mdp, tolerance=tolerance)
     scale = float(np.max(np.abs(secondary_reward), initial=0.0))
     if scale == 0.0:  # nothing to avoid: the task-optimal policy
-        return BudgetedPolicy(task.policy.copy(), 0.0, budget, 0.0, 0)
+        return BudgetedPolicy(task.policy.copy(), 0.0, budget, 0.0, 0, evaluated=False)
     step_cost = relative_step_cost * scale
     regrets: dict[int, float] = {}
     secondary_values: dict[float, np.ndarray] = {}  # slack -> the secondary values solved with it
@@ -260,7 +262,7 @@ def budgeted_scalarisation(mdp: TabularMDP, cost: np.ndarray, budget: float, wei
     task = task if task is not None else value_iteration(mdp, tolerance=tolerance)
     cost = np.asarray(cost, dtype=float)
     if weight == 0 or not np.any(cost > 0):
-        return BudgetedPolicy(task.policy.copy(), 0.0, budget, 0.0, 0)
+        return BudgetedPolicy(task.policy.copy(), 0.0, budget, 0.0, 0, evaluated=False)
     task_reward = mdp.rewards / max(float(np.abs(mdp.rewards).max()), 1e-12)
     cost_sa = cost[:, None] if cost.ndim == 1 else cost
 

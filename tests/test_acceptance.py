@@ -7,6 +7,7 @@ import pytest
 
 from metareasoner.mitigation import METHODS, Fleet, Mitigation
 from metareasoner.monitor import FleetCounts, exact_monitor, monte_carlo_monitor
+from planner.budget import start_regret
 from planner.maps import load_map
 from planner.scenario import generate_scenario
 from conftest import MAPS
@@ -97,9 +98,15 @@ def test_every_method_never_raises_the_penalty_and_keeps_every_budget(fleets, na
     np.testing.assert_allclose(result.after.per_step, fresh.per_step, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(result.after.per_zone, fresh.per_zone, rtol=1e-9, atol=1e-12)
     assert result.after.nse_state_rate == pytest.approx(fresh.nse_state_rate, rel=1e-9, abs=1e-12)
-    for robot, plan in zip(result.robots, fleet.plans):
+    for robot, plan, policy in zip(result.robots, fleet.plans, result.policies):
         assert robot.slack == pytest.approx(0.10 * abs(plan.task_value))
         assert robot.task_regret <= robot.slack + 1e-6
+        # the regret reported (kept from the replan's own search, or from the fleet's first
+        # evaluation of the task policy) is a fresh evaluation's
+        fresh = start_regret(plan.mdp, plan.task_solution, policy) if np.ndim(policy) == 1 else None
+        if fresh is not None:
+            assert robot.task_regret == pytest.approx(fresh if fresh > 1e-9 * max(1, abs(plan.task_value)) else 0.0,
+                                                      rel=1e-12, abs=1e-12)
     levels = [result.before.total_penalty] + [r.nse for r in result.rounds]
     assert all(b <= a + 1e-9 for a, b in zip(levels, levels[1:]))
     if method != "naive" and result.before.total_penalty > 0:
@@ -184,3 +191,18 @@ def test_every_method_on_a_generated_map(domain):
         result = Mitigation(method=method, rounds=2, episodes=30, backend="serial").run(fleet)
         assert result.after.total_penalty <= result.before.total_penalty + 1e-9, method
         assert all(r.task_regret <= r.slack + 1e-6 for r in result.robots), method
+
+
+def test_a_fleet_keeps_its_last_rollouts_read_only(fleets):
+    fleet = fleets["salp/salp-1.map"]
+    policies = [p.policy for p in fleet.plans]
+    visits = fleet.rollouts(policies, 20, 5)
+    again = fleet.rollouts([p.copy() for p in policies], 20, 5)
+    assert again is visits  # the same behaviours, episodes and seed
+    with pytest.raises(ValueError):
+        visits.states[0, 0, 0] = 1
+    _, fresh = monte_carlo_monitor(fleet.penalty, fleet.models(policies), fleet.horizon, episodes=20, seed=5)
+    np.testing.assert_array_equal(visits.states, fresh.states)
+    np.testing.assert_array_equal(visits.penalty, fresh.penalty)
+    other = fleet.rollouts(policies, 20, 6)
+    assert other is not visits and not np.array_equal(other.states, visits.states)
