@@ -11,7 +11,7 @@ stays in its terminal state and counts as null. Two estimators:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -87,6 +87,9 @@ class JointVisits:
     zone: np.ndarray  # (episodes, H+1, n)
     value: np.ndarray  # (episodes, H+1, n)
     penalty: np.ndarray  # (episodes, H+1)
+    #: what is computed from these visits alone, by whoever asks first (`RoundContext`): kept
+    #: with them, so that every method run on the same rollouts shares it
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _unique_runs(robots: Sequence[RobotModel]) -> tuple[list[RobotModel], np.ndarray]:

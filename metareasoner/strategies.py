@@ -70,6 +70,30 @@ class RoundContext:
         """(B, n, V) bool: robot i's state with value v is reachable (valid counterfactuals)."""
         return self.fleet.valid_of(states)
 
+    def visited_valid(self) -> np.ndarray:
+        """`valid` of every visited joint state (`joint_states`), read-only, kept with the visits."""
+        return self._derived("valid", lambda: self.valid(self.joint_states()[0]))
+
+    def blame_of(self, method: BlameMethod) -> np.ndarray:
+        """(B, n) `method`'s blame of every visited joint state (`joint_states`), read-only. Kept
+        with the visits (`JointVisits.derived`, keyed by the method and its parameters): the
+        methods run on one fleet roll out the same task policies in their first round."""
+        def compute():
+            _, zone, value = self.joint_states()
+            valid = self.visited_valid() if isinstance(method, CounterfactualBlame) else None
+            return method.blame(self.fleet.penalty, zone, value, valid)
+
+        return self._derived(("blame", type(method).__qualname__, repr(sorted(method.get_params().items()))),
+                             compute)
+
+    def _derived(self, key, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        derived = self.visits.derived
+        if key not in derived:
+            array = compute()
+            array.setflags(write=False)
+            derived[key] = array
+        return derived[key]
+
     def per_behaviour(self, compute: Callable[[int], object]) -> Callable[[int], object]:
         """`compute(i)` once per behaviour (robots with one MDP and one policy share it)."""
         cache: dict[int, object] = {}
@@ -154,14 +178,9 @@ class VisitedMean(PenaltyStrategy):
     def __init__(self, blame: BlameMethod | None = None) -> None:
         self.blame = blame
 
-    def _blame(self, context: RoundContext, states, zone, value) -> np.ndarray:
-        method = self.blame if self.blame is not None else CounterfactualBlame()
-        valid = context.valid(states) if isinstance(method, CounterfactualBlame) else None
-        return method.blame(context.fleet.penalty, zone, value, valid)
-
     def propose(self, context: RoundContext) -> Proposal:
-        states, zone, value = context.joint_states()
-        blame = self._blame(context, states, zone, value)
+        states, _, _ = context.joint_states()
+        blame = context.blame_of(self.blame if self.blame is not None else CounterfactualBlame())
         plans = context.fleet.plans
         return Proposal(blame.sum(axis=0) / context.episodes,
                         lambda i: _visited_mean(states[:, i], blame[:, i], plans[i].mdp.n_states))
@@ -180,9 +199,9 @@ class Generalised(PenaltyStrategy):
 
     def propose(self, context: RoundContext) -> Proposal:
         fleet = context.fleet
-        states, zone, value = context.joint_states()
-        valid = context.valid(states)
-        blame = CounterfactualBlame().blame(fleet.penalty, zone, value, valid)
+        _, zone, value = context.joint_states()
+        valid = context.visited_valid()
+        blame = context.blame_of(CounterfactualBlame())
         scores = blame.sum(axis=0) / context.episodes
         clock = time.perf_counter()
         model = self._fit(fleet, zone, value, valid, blame)

@@ -206,3 +206,22 @@ def test_a_fleet_keeps_its_last_rollouts_read_only(fleets):
     np.testing.assert_array_equal(visits.penalty, fresh.penalty)
     other = fleet.rollouts(policies, 20, 6)
     assert other is not visits and not np.array_equal(other.states, visits.states)
+
+
+def test_the_blame_of_shared_rollouts_is_computed_once_per_method_and_parameters(fleets):
+    from metareasoner.blame import CounterfactualBlame
+    from metareasoner.strategies import RoundContext
+
+    fleet = fleets["warehouse/warehouse-3.map"]
+    policies = [p.policy for p in fleet.plans]
+    visits = fleet.rollouts(policies, 30, 2)
+    contexts = [RoundContext(fleet, policies, fleet.counts(policies), visits, 0, 0, 30) for _ in range(2)]
+    first = contexts[0].blame_of(CounterfactualBlame())
+    assert contexts[1].blame_of(CounterfactualBlame()) is first  # another run on the same rollouts
+    _, zone, value = contexts[0].joint_states()
+    valid = fleet.valid_of(contexts[0].joint_states()[0])
+    np.testing.assert_array_equal(first, CounterfactualBlame().blame(fleet.penalty, zone, value, valid))
+    other = contexts[1].blame_of(CounterfactualBlame(eps=0.5))  # other parameters: its own
+    assert other is not first and not np.array_equal(other, first)
+    with pytest.raises(ValueError):
+        first[0, 0] = 1.0
