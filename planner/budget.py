@@ -195,7 +195,8 @@ def _gallop(judge, up: bool, feasible: float, infeasible: float, ratio: float, l
 
 def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, task: ValueResult | None = None,
                  tolerance: float = DEFAULT_TOLERANCE, bisection_steps: int = 6,
-                 relative_step_cost: float = 0.01, bracket: tuple[float, float] | None = None) -> BudgetedPolicy:
+                 relative_step_cost: float = 0.01, bracket: tuple[float, float] | None = None,
+                 trust_bound: bool = True) -> BudgetedPolicy:
     """LVI with the per-robot slack chosen so that the start-state regret meets `budget`.
 
     The secondary objective (`secondary_reward`, minus the local penalty) is solved as a
@@ -203,6 +204,12 @@ def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, t
     so that a robot avoids NSEs by detours, never by stalling forever; a policy is feasible when
     it finishes surely from the start and its regret is within the budget. `bracket`: another
     robot's `BudgetedPolicy.bracket` on this MDP, tried first (see `_search`).
+
+    A slack `delta <= budget` is feasible by Wray et al.'s bound (a per-state slack of
+    (1 - gamma) delta loses at most delta from the start), so with `trust_bound` its policy is
+    judged feasible without an evaluation, which it gets only if it is the answer (and should
+    rounding ever break the bound there, the search is run again judging every setting by
+    evaluation, as `trust_bound=False` does from the start). The answer is the same either way.
     """
     if not (math.isfinite(budget) and budget >= 0):
         raise ValueError(f"budget must be a finite number >= 0, got {budget}")
@@ -214,16 +221,17 @@ def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, t
     regrets: dict[int, float] = {}
     secondary_values: dict[float, np.ndarray] = {}  # slack -> the secondary values solved with it
 
-    def solve(delta: float):
+    def solve(delta: float, trust_bound: bool = trust_bound):
         # the values of the largest smaller slack tried are below V* for this one (fewer
         # actions allowed there): a start close to it
         smaller = [d for d in secondary_values if d < delta]
-        larger = [d for d in secondary_values if d > delta]
         start = secondary_values[max(smaller)] if smaller else None
         result = lexicographic_value_iteration(mdp, secondary_reward, delta, task_result=task, tolerance=tolerance,
                                                step_cost=step_cost, initial_values=start)
         secondary_values[delta] = result.secondary.values
         policy = result.policy
+        if trust_bound and delta <= budget:  # feasible by the bound; evaluated if it is the answer
+            return policy, True
         value = evaluate_from_start(mdp, policy)
         if value is None:  # does not finish surely from the start
             return policy, False
@@ -242,6 +250,14 @@ def budgeted_lvi(mdp: TabularMDP, secondary_reward: np.ndarray, budget: float, t
     high = (gap + 1.0) / (1.0 - mdp.discount)
     (delta, policy), solves, found = _search(solve, fallback, min(budget, high), high, bisection_steps, bracket)
     regret = regrets.get(id(policy))
+    if regret is None and delta > 0:  # the answer was judged by the bound alone: check it
+        value = evaluate_from_start(mdp, policy)
+        regret = None if value is None else max(0.0, float(task.values[mdp.start] - value))
+        if regret is None or regret > budget + REGRET_TOLERANCE:  # the bound failed (rounding): judge every setting
+            (delta, policy), more, found = _search(lambda x: solve(x, trust_bound=False), fallback,
+                                                   min(budget, high), high, bisection_steps, bracket)
+            solves += more
+            regret = regrets.get(id(policy))
     if regret is None:
         regret = start_regret(mdp, task, policy)
     return BudgetedPolicy(policy, regret, budget, delta, solves + (0.0 in secondary_values), found)

@@ -217,3 +217,50 @@ def test_budgeted_lvi_seeded_with_another_penalty_s_bracket_meets_the_budget(cas
     assert again.setting == plain.setting
     if 0 < plain.bracket[0] and plain.bracket[1] < np.inf:
         assert again.solves == 2
+
+
+@given(random_mdps(), st.sampled_from([0, 1, 2, 6]))
+@settings(max_examples=40, deadline=None)
+def test_budgeted_lvi_trusting_wrays_bound_gives_the_answer_of_evaluating_every_setting(case, steps):
+    """Slacks within the budget are judged feasible without an evaluation (Wray et al.'s bound):
+    the answer, its regret and the search must be those of judging every setting by evaluation."""
+    mdp, penalty, fraction = case
+    task = value_iteration(mdp, tolerance=1e-10)
+    budget = fraction * abs(task.values[mdp.start])
+    trusted = budgeted_lvi(mdp, -penalty, budget, task=task, bisection_steps=steps)
+    judged = budgeted_lvi(mdp, -penalty, budget, task=task, bisection_steps=steps, trust_bound=False)
+    np.testing.assert_array_equal(trusted.policy, judged.policy)
+    assert (trusted.setting, trusted.regret, trusted.solves, trusted.bracket) == \
+        (judged.setting, judged.regret, judged.solves, judged.bracket)
+    assert trusted.regret == pytest.approx(start_regret(mdp, task, trusted.policy), abs=1e-12)
+
+
+def _detour_mdp(epsilon: float = 0.1):
+    """Start state 0, goal 1: 'go' costs 1 and is penalised, 'detour' costs 1 + epsilon."""
+    go = np.array([[0.0, 1.0], [0.0, 1.0]])
+    mdp = TabularMDP.from_matrices([go, go], np.array([[-1.0, -1.0 - epsilon], [0.0, 0.0]]), 0.5,
+                                   terminal=np.array([False, True]))
+    secondary = np.array([[-1.0, 0.0], [0.0, 0.0]])  # -penalty on (start, go)
+    return mdp, secondary, value_iteration(mdp, tolerance=1e-12)
+
+
+def test_an_answer_judged_by_the_bound_alone_is_evaluated_and_searched_again_if_it_fails(monkeypatch):
+    import planner.budget as budget_module
+
+    mdp, secondary, task = _detour_mdp()
+    # everything allowed (the detour) loses 0.1 > 0.09; the budget itself is the answer
+    answer = budgeted_lvi(mdp, secondary, 0.09, task=task, bisection_steps=0)
+    assert answer.setting == 0.09 and answer.regret == 0.0 and answer.policy[0] == 0
+    # should the answer fail its evaluation (the bound broken by rounding), every setting is judged
+    real = budget_module.evaluate_from_start
+    calls = []
+
+    def first_check_fails(mdp_, policy):
+        calls.append(policy[0])
+        return None if len(calls) == 2 else real(mdp_, policy)  # call 1: the detour, 2: the answer's check
+
+    monkeypatch.setattr(budget_module, "evaluate_from_start", first_check_fails)
+    again = budgeted_lvi(mdp, secondary, 0.09, task=task, bisection_steps=0)
+    assert calls == [1, 0, 1, 0]  # the search again: the detour, then the budget's policy, evaluated
+    assert again.setting == 0.09 and again.regret == 0.0 and again.policy[0] == 0
+    assert again.solves == 2 * answer.solves
