@@ -289,7 +289,8 @@ def _policy_iteration(
             break
         # improvement: a state changes action only where another one is better by more than
         # rounding (16 ulps of the values: Q-values equal in exact arithmetic differ by a few),
-        # else, when no state is, wherever another one is larger at all
+        # else, when no state is, wherever another one is larger at all, once v has been
+        # evaluated (a cold start's values are all equal: their rounding would pick actions)
         if policy is None:
             policy = np.argmax(q, axis=0)
             rows = policy * n_states + states
@@ -297,7 +298,7 @@ def _policy_iteration(
         else:
             shortfall = tv - gamma * x[rows]
             changed = np.flatnonzero(shortfall > 16 * _EPS * float(np.max(np.abs(tv))))
-            if not len(changed):
+            if not len(changed) and (sweeps or exact):
                 changed = np.flatnonzero(shortfall > 0)
             if not len(changed):
                 if exact:
