@@ -266,9 +266,13 @@ class CounterfactualBlame(BlameMethod):
                            minlength=len(urows) * (T + 1)).reshape(len(urows), T + 1)
         counts = penalty.counts(zu, vu, check=False)  # (R, Z+1, V)
         table = penalty.cell_table(n + 1)
+        # robots of one type in one joint state, given one new value, get one blame: each
+        # such (row, type, value) is computed once, for its first pair
+        pair_key = (r_of.astype(np.int64) * len(types) + t_of[r_of, agents]) * V + new_values
+        _, firsts, repeat = np.unique(pair_key, return_index=True, return_inverse=True)
         step = max(1, (1 << 21) // max(T + 1, (penalty.n_zones + 1) * V))
-        for s in range(0, len(rows), step):
-            k = np.arange(s, min(s + step, len(rows)))
+        for s in range(0, len(firsts), step):
+            k = firsts[s:s + step]
             idx = np.arange(len(k))
             cf = counts[r_of[k]]  # fancy indexing copies
             cf[idx, z_a[k], v_a[k]] -= 1
@@ -283,7 +287,7 @@ class CounterfactualBlame(BlameMethod):
             den = (h * share).sum(axis=1)
             own = share[idx, new_c[k]]
             out[k] = np.divide(total * own, den, out=np.zeros(len(k)), where=den > 0)
-        return out
+        return out[firsts][repeat.reshape(-1)]
 
 
 def _valid_code(mask, rows, shape, n_values: int) -> np.ndarray:
