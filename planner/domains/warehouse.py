@@ -109,23 +109,26 @@ def _next_of_size(done: np.ndarray, item_size: np.ndarray) -> np.ndarray:
     return first
 
 
-def _carried(states: np.ndarray, done_cols: slice, item_size: np.ndarray) -> np.ndarray:
-    return _next_of_size(states[:, done_cols], item_size) & (item_size == states[:, SHELF, None])
+def _carried(states: np.ndarray, done_cols: slice, item_size: np.ndarray, first: int = 0) -> np.ndarray:
+    return _next_of_size(states[:, done_cols], item_size) & (item_size == states[:, first + SHELF, None])
 
 
 def _step(problem: WarehouseProblem, states: np.ndarray, action: int, item_x: np.ndarray,
-          item_y: np.ndarray, item_size: np.ndarray):
+          item_y: np.ndarray, item_size: np.ndarray, first: int = 0):
     """The outcomes of `action` in `states` with the shelves `item_*` ((n,), or (B, n) row by
-    row): `problem` gives the map and the columns."""
-    x, y, shelf, trip = states[:, 0], states[:, 1], states[:, SHELF], states[:, TRIP]
-    done = states[:, problem.done_cols]  # (B, n)
+    row): `problem` gives the map and the columns, which start at column `first` of `states`
+    (a stacked problem's job comes before them and is copied along)."""
+    x, y = states[:, first], states[:, first + 1]
+    shelf, trip = states[:, first + SHELF], states[:, first + TRIP]
+    done_cols = slice(first + problem.done_cols.start, first + problem.done_cols.stop)
+    done = states[:, done_cols]  # (B, n)
     name = problem.actions[action]
     if name in MOVE_NAMES:
         out = []
         for nx, ny, p in move_outcomes(x, y, action, problem.slip, problem.world.passable):
             nxt = states.copy()
-            nxt[:, 0], nxt[:, 1] = nx, ny
-            nxt[:, problem.corridor_col] = problem.world.zone_layer[ny, nx]
+            nxt[:, first], nxt[:, first + 1] = nx, ny
+            nxt[:, first + problem.corridor_col] = problem.world.zone_layer[ny, nx]
             out.append((nxt, np.full(len(states), p)))
         return out
     nxt = states.copy()
@@ -134,16 +137,16 @@ def _step(problem: WarehouseProblem, states: np.ndarray, action: int, item_x: np
         # homes are distinct cells, so at most one shelf qualifies
         here = at_home & _next_of_size(done, item_size) & (shelf == 0)[:, None]
         rows = np.flatnonzero(here.any(axis=1))
-        nxt[rows, SHELF] = np.broadcast_to(item_size, here.shape)[rows, np.argmax(here[rows], axis=1)]
-        nxt[rows, TRIP] = TO_COUNTER
+        nxt[rows, first + SHELF] = np.broadcast_to(item_size, here.shape)[rows, np.argmax(here[rows], axis=1)]
+        nxt[rows, first + TRIP] = TO_COUNTER
     elif name == "process":
-        nxt[(trip == TO_COUNTER) & problem.counter[y, x], TRIP] = RETURNING
+        nxt[(trip == TO_COUNTER) & problem.counter[y, x], first + TRIP] = RETURNING
     elif name == "drop":
-        put_back = at_home & _carried(states, problem.done_cols, item_size) & (trip == RETURNING)[:, None]
+        put_back = at_home & _carried(states, done_cols, item_size, first) & (trip == RETURNING)[:, None]
         rows = put_back.any(axis=1)
-        nxt[:, problem.done_cols] = done | put_back
-        nxt[rows, SHELF] = 0
-        nxt[rows, TRIP] = EMPTY
+        nxt[:, done_cols] = done | put_back
+        nxt[rows, first + SHELF] = 0
+        nxt[rows, first + TRIP] = EMPTY
     return [(nxt, np.ones(len(states)))]
 
 
@@ -173,8 +176,7 @@ class StackedWarehouseProblem(RobotProblem):
 
     def transition_outcomes(self, states: np.ndarray, action: int):
         job = states[:, 0]
-        out = _step(self.base, states[:, 1:], action, self.item_x[job], self.item_y[job], self.item_size[job])
-        return [(np.column_stack([job, nxt]), p) for nxt, p in out]
+        return _step(self.base, states, action, self.item_x[job], self.item_y[job], self.item_size[job], first=1)
 
     def task_reward(self, states: np.ndarray, action: int) -> np.ndarray:
         return self.base.task_reward(states[:, 1:], action)
