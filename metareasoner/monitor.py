@@ -279,6 +279,7 @@ class FleetCounts:
         for index in np.unique(banks):
             sel = banks == index
             cols, bank = columns[sel], self._banks[index]
+            bank.own_transforms()
             L = bank.L
             lo = np.clip(a[sel] - (L - (b[sel] - a[sel] + 1)) // 2, 0, max(0, n + 1 - L))
             self._lo[cols] = lo
@@ -720,6 +721,7 @@ class _Bank:
         self.weight = np.where(self.j == 0, 1.0, 2.0) / L  # Hermitian symmetry of real sequences
         self.phase = np.exp(-2j * np.pi * ((np.arange(L)[:, None] * self.j[None, :]) % L) / L)  # (L, J): w_j^-m
         self.cols = np.zeros(0, dtype=np.int64)  # the flat (t, c) column of each row
+        self.shared_transforms = False  # g_hat, h_hat, h_weighted read by a copy too (`copy`)
         self.g_hat = np.zeros((0, self.J), dtype=complex)
         self.h_hat = np.zeros((0, self.J), dtype=complex)
         self.h_weighted = np.zeros((0, self.J), dtype=complex)  # h_hat * weight
@@ -730,9 +732,19 @@ class _Bank:
     def copy(self) -> "_Bank":
         new = object.__new__(_Bank)
         new.__dict__ = dict(self.__dict__)
-        for name in ("cols", "g_hat", "h_hat", "h_weighted", "log_phi", "phi", "phi_h"):
+        for name in ("log_phi", "phi", "phi_h"):  # every swap changes them
             setattr(new, name, getattr(self, name).copy())
+        # the transforms change only where a window is re-centred (`own_transforms` first), the
+        # columns never in place: both banks read the same arrays until then
+        self.shared_transforms = new.shared_transforms = True
         return new
+
+    def own_transforms(self) -> None:
+        """Make the transforms this bank's own before writing them (a copy may share them)."""
+        if self.shared_transforms:
+            for name in ("g_hat", "h_hat", "h_weighted"):
+                setattr(self, name, getattr(self, name).copy())
+            self.shared_transforms = False
 
     def grow(self, columns: np.ndarray) -> np.ndarray:
         """Rows for `columns` (transforms and log PGF zero); their row numbers."""

@@ -225,3 +225,39 @@ def test_the_blame_of_shared_rollouts_is_computed_once_per_method_and_parameters
     assert other is not first and not np.array_equal(other, first)
     with pytest.raises(ValueError):
         first[0, 0] = 1.0
+
+
+def test_a_copy_of_the_counts_moves_its_windows_without_touching_the_original():
+    """FleetCounts.copy shares the transforms of g until a window is re-centred: swaps that move
+    many windows in the copy must leave the original equal to a fresh build, and the copy equal
+    to a fresh build of its own occupancy."""
+    fleet = Fleet.plan(generate_scenario(load_map(MAPS / "salp" / "salp-1.map"), 150, seed=4), backend="serial")
+    policies = [p.policy for p in fleet.plans]
+    occupancy = fleet.occupancy(policies)
+    counts = fleet.counts(policies)
+    original = counts.expected().copy()
+    copy = counts.copy()
+    # 20 robots move to one penalised cell at every step: its count distribution moves there (and
+    # its window with it, in place: moving them adds no variance)
+    zone, value = counts.cells[0]
+    moved = occupancy.copy()
+    for i in range(20):
+        moved[i] = 0.0
+        moved[i, :, zone, value] = 1.0
+        copy.swap(i, copy.cell_probabilities(moved[i]), key=("piled", 0))
+    counts._expected = None
+    np.testing.assert_array_equal(counts.expected(), original)
+    np.testing.assert_allclose(copy.expected(), FleetCounts(fleet.penalty, moved).expected(), rtol=1e-9, atol=1e-10)
+    # and windows re-centred in place (one count up: a white-box move) in banks the copy shares
+    shared = [index for index, bank in enumerate(copy._banks) if bank.shared_transforms]
+    assert shared
+    columns = np.flatnonzero(np.isin(copy._bank_of, shared) & (copy._lo < copy.n_robots + 1 - copy._points_of(
+        np.arange(len(copy._lo)))))
+    assert len(columns)
+    middle = copy._lo[columns] + copy._points_of(columns) // 2 + 1
+    copy._place(columns, middle, middle)
+    assert all(not copy._banks[index].shared_transforms for index in np.unique(copy._bank_of[columns]))
+    counts._expected = None  # J_N is kept until the counts change: read the banks again
+    np.testing.assert_array_equal(counts.expected(), original)
+    fresh = FleetCounts(fleet.penalty, occupancy, keys=fleet.behaviour_keys(policies))
+    np.testing.assert_allclose(counts.expected(), fresh.expected(), rtol=1e-12, atol=1e-12)
