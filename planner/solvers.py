@@ -952,9 +952,11 @@ def simulate(
         raise ValueError(f"policy needs shape (K, {mdp.n_states}) with lanes (episodes,), "
                          f"got {table.shape} and {lanes.shape}")
     draw = (lambda t: rng.random(episodes)) if uniforms is None else uniforms.__getitem__
+    # steps left once every episode has finished: the generator still draws for them
+    skip = (lambda steps: rng.random((steps, episodes))) if uniforms is None else (lambda steps: None)
     origin = mdp.start if start is None else int(start)
     states, actions = _rollouts([(mdp, row) for row in table], lanes, np.full(episodes, origin), horizon, draw,
-                                keep_actions=True)
+                                keep_actions=True, skip=skip)
     return Trajectories(np.ascontiguousarray(states.T), np.ascontiguousarray(actions.T))
 
 
@@ -973,7 +975,8 @@ def simulate_lanes(models: list[tuple[TabularMDP, np.ndarray]], lane_model: np.n
         raise ValueError(f"lane_model must index the {len(models)} models")
     if starts is None:
         starts = np.array([models[k][0].start for k in lane_model], dtype=np.int64)
-    states, _ = _rollouts(models, lane_model, np.asarray(starts, dtype=np.int64), horizon, uniforms.__getitem__)
+    states, _ = _rollouts(models, lane_model, np.asarray(starts, dtype=np.int64), horizon, uniforms.__getitem__,
+                          skip=lambda steps: None)
     return states
 
 
@@ -1005,10 +1008,30 @@ def _sampling_rows(mdp: TabularMDP) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return mdp.derived("sampling_rows", build)
 
 
-def _rollouts(models, lane_model: np.ndarray, starts: np.ndarray, horizon: int, draw, keep_actions: bool = False):
+def _absorbing(mdp: TabularMDP) -> np.ndarray:
+    """(S,) bool, cached: every action leaves the state where it is, with probability 1 (a
+    terminal state of a built MDP): a lane there stays for good, whatever it draws."""
+    def build():
+        t = mdp.transitions
+        lengths = np.diff(t.indptr)
+        rows = np.arange(t.shape[0])
+        own = rows // mdp.n_actions
+        stays = (lengths == 1) & (t.indices[np.minimum(t.indptr[:-1], max(t.nnz - 1, 0))] == own)
+        return stays.reshape(mdp.n_states, mdp.n_actions).all(axis=1)
+    return mdp.derived("absorbing", build)
+
+
+#: the rollouts check every this many steps whether every lane is absorbed (and then stop)
+ABSORBED_CHECK = 4
+
+
+def _rollouts(models, lane_model: np.ndarray, starts: np.ndarray, horizon: int, draw, keep_actions: bool = False,
+              skip=None):
     """The sampler of `simulate` and `simulate_lanes`: (horizon + 1, L) states and, if asked,
     (horizon, L) actions. The rows of every MDP involved are stacked (each MDP's own running
-    sums, so the draws compare exactly as in one MDP alone), and the policies laid end to end."""
+    sums, so the draws compare exactly as in one MDP alone), and the policies laid end to end.
+    With `skip` (skip(k): consume the draws of k steps), the steps after every lane has reached
+    an absorbing state are not simulated: each lane keeps its state (and its policy's action)."""
     mdps: dict[int, int] = {}
     tables = []
     for mdp, _ in models:
@@ -1036,8 +1059,18 @@ def _rollouts(models, lane_model: np.ndarray, starts: np.ndarray, horizon: int, 
     states = np.empty((horizon + 1, lanes), dtype=np.int64)
     states[0] = starts
     actions = np.empty((horizon, lanes), dtype=np.int64) if keep_actions else None
+    if skip is not None:
+        state_offset = np.cumsum([0] + [mdp.n_states for mdp, _ in tables])
+        absorbing = np.concatenate([_absorbing(mdp) for mdp, _ in tables])
+        lane_states = state_offset[which][lane_model]
     for t in range(horizon):
         s = states[t]
+        if skip is not None and t % ABSORBED_CHECK == 0 and absorbing[lane_states + s].all():
+            states[t + 1:] = s
+            if keep_actions:
+                actions[t:] = policies[lane_policy + s]
+            skip(horizon - t)
+            break
         a = policies[lane_policy + s]
         if keep_actions:
             actions[t] = a

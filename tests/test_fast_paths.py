@@ -334,3 +334,20 @@ def test_predictions_of_distinct_feature_rows_are_the_regressors_own():
         phi = np.stack([rng.integers(0, 4, size), rng.integers(0, 2, size)], axis=1)
         np.testing.assert_array_equal(_predict_distinct(model, phi, known), model.predict(phi))
     assert len(known) == 8  # 4 x 2 feature rows, each predicted once
+
+
+def test_rollouts_stop_once_every_lane_is_absorbed_with_the_same_states_actions_and_draws(fleet):
+    """Past the step where every episode has finished, the sampler stops: the states, the
+    actions and what the generator has drawn afterwards must be those of simulating every step."""
+    plan = fleet.plans[0]
+    horizon = 400  # far longer than the task: every episode ends early
+    rng_new, rng_old = np.random.default_rng(3), np.random.default_rng(3)
+    run = simulate(plan.mdp, plan.policy, horizon, episodes=30, seed=rng_new)
+    old = old_simulate(plan.mdp, plan.policy, horizon, 30, rng_old)
+    assert plan.mdp.terminal[run.states[:, -1]].all()
+    np.testing.assert_array_equal(run.states, old)
+    np.testing.assert_array_equal(run.actions, plan.policy[run.states[:, :-1]])
+    assert rng_new.random() == rng_old.random()  # the generator drew for every step
+    uniforms = np.random.default_rng(4).random((horizon, 30))
+    lanes = simulate_lanes([(plan.mdp, plan.policy)], np.zeros(30, dtype=np.intp), horizon, uniforms)
+    np.testing.assert_array_equal(lanes.T, old_simulate(plan.mdp, plan.policy, horizon, 30, np.random.default_rng(4)))
