@@ -173,11 +173,12 @@ class NSEPenalty:
             top = int(n.max())
             if self._term_table.shape[1] <= top:  # grown at least twofold, up to TABLE_ENTRIES
                 size = min(max(top + 1, 2 * self._term_table.shape[1]), TABLE_ENTRIES // max(1, self.n_terms))
-                self._term_table = self._term_values_direct(np.arange(size)[:, None]).T
+                self._term_table = np.ascontiguousarray(self._term_values_direct(np.arange(size)[:, None]).T)
             table = self._term_table
             if n.shape[-1] == 1:
                 return table[:, n[..., 0]].transpose(*range(1, n.ndim), 0)
-            return table[np.arange(self.n_terms), n]
+            # one flat look-up per entry (term t's row starts at t * width): the same values
+            return table.reshape(-1).take(n + np.arange(self.n_terms) * table.shape[1])
         return self._term_values_direct(n)
 
     def _term_values_direct(self, n: np.ndarray) -> np.ndarray:
@@ -186,7 +187,9 @@ class NSEPenalty:
 
     def from_counts(self, counts) -> np.ndarray:
         counts = self._check_counts(counts)
-        return self.term_values(counts[..., self.term_zone, self.term_value]).sum(axis=-1)
+        # each term's count, gathered from the flattened (zone, value) cells in one take
+        flat = counts.reshape(*counts.shape[:-2], -1)
+        return self.term_values(flat.take(self.term_zone * self.n_values + self.term_value, axis=-1)).sum(axis=-1)
 
     def __call__(self, zone, value) -> np.ndarray:
         """R_N per joint state, (B,)."""
