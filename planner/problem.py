@@ -86,8 +86,9 @@ class RobotProblem(ABC):
         (j, s) with s a state of problems[j], the job j its first feature (`job_feature`), and every
         outcome keeps j. Its `start_states()` gives each job's start, in job order. A domain
         whose problems differ only in arrays (which shelves, which items) offers it so that
-        `planner.mdp.build_mdps` searches many robots' states in one pass: each layer of the
-        breadth-first search costs about as much for one robot as for sixteen."""
+        `planner.mdp.build_mdps` searches many robots' states in one pass: a layer of the
+        breadth-first search costs mostly per call, not per state (warehouse: 10-21 robots'
+        MDPs built 3.5-4x faster than one by one)."""
         raise NotImplementedError(f"{cls.__name__} problems cannot be stacked")
 
     def start_states(self) -> np.ndarray:
